@@ -1,0 +1,87 @@
+"""Base experiment config shared by every model (see `get_base_config`).
+
+Every field can be overridden on the command line, e.g. `--config.batch_size=128`.
+The per-model files (s4dm.py, dt.py, mamba.py, bc.py) call `get_base_config(preset)` and fill in
+`config.model` and the optimiser; `preset` is "<env>-<dataset>" (e.g. "hopper-medium") or
+"embedded" (the small dataset shipped in the package; the default).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+# Target returns per environment family (Decision Transformer paper / code).
+TARGET_RETURNS = {
+    "hopper": (3600.0, 1800.0),
+    "halfcheetah": (12000.0, 6000.0),
+    "walker2d": (5000.0, 2500.0),
+}
+ENVS = tuple(TARGET_RETURNS)
+DATASETS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+
+
+def parse_preset(preset: str | None) -> tuple[str, str]:
+    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); '' / 'embedded' -> embedded."""
+    if not preset or preset == "embedded":
+        return "hopper", "embedded"
+    env, _, dataset = preset.partition("-")
+    if env not in ENVS or dataset not in DATASETS:
+        raise ValueError(
+            f"unknown config preset {preset!r}: use 'embedded' or '<env>-<dataset>' with env in "
+            f"{ENVS} and dataset in {DATASETS} (e.g. 'hopper-medium'), then point "
+            "--config.dataset at a Minari id or D4RL .hdf5 file if yours lives elsewhere"
+        )
+    return env, dataset
+
+
+def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    env, dataset = parse_preset(preset)
+    c = ml_collections.ConfigDict()
+    c.preset = preset or "embedded"
+
+    # Data. `dataset` is "embedded", a Minari id, or a path to a D4RL .hdf5 file.
+    c.dataset = "embedded" if dataset == "embedded" else f"s4dm/{env}/{dataset}-v0"
+    c.download = False  # let Minari download the id when a network is available
+    c.env_id = ""  # gymnasium id to evaluate in; "" = from the dataset
+    c.ref_min_score = config_dict.placeholder(float)  # override the dataset's reference scores
+    c.ref_max_score = config_dict.placeholder(float)
+    c.rtg_scale = 1000.0
+    c.top_fraction = 1.0  # < 1: %BC-style filtering on the top trajectories by return
+    c.delayed_reward = False  # sparse variant: an episode's whole reward at its last step
+
+    # Model: `name` plus the model's keyword arguments (see s4dm_jax.models.DEFAULTS).
+    c.model = ml_collections.ConfigDict()
+
+    # Optimisation (AdamW, linear warmup, global-norm clipping; SSM parameters get their own
+    # learning rate and no weight decay).
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-4
+    c.optim.ssm_learning_rate = 1e-3
+    c.optim.weight_decay = 1e-4
+    c.optim.warmup_steps = 10_000
+    c.optim.grad_clip = 0.25
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+
+    c.batch_size = 64
+    c.num_steps = 100_000
+    c.steps_per_call = 100  # train steps fused into one compiled lax.scan call
+    c.seed = 0
+    c.seeds = 1  # independent seeds trained together (vmapped)
+    c.seed_axis_devices = 1  # devices on the mesh's "seed" axis (rest: "data" axis)
+
+    c.log_every = 500
+    c.checkpoint_every = 5_000
+    c.keep_checkpoints = 3
+
+    # Evaluation in gymnasium vector envs, driven by the models' `step` API.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.target_returns = list(TARGET_RETURNS[env])
+    c.eval.episodes = 10  # per seed and target
+    c.eval.max_episode_steps = 1000
+    c.eval.every = 0  # also evaluate every N train steps (0: only at the end)
+    c.eval.gif = False  # render one episode to eval.gif (needs MuJoCo rendering)
+    if dataset == "embedded":
+        c.eval.target_returns = [1800.0]
+    return c

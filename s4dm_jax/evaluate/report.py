@@ -1,0 +1,121 @@
+"""results.json, a markdown summary and a plot (training loss + evaluation returns)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+import numpy as np
+
+
+def build_results(config, dataset, model, num_params, result, history, *, wall_times, devices,
+                  gif=None) -> dict:
+    """Plain-JSON results: per-seed returns and normalised scores per target, plus summaries."""
+    has_refs = dataset.ref_min_score is not None and dataset.ref_max_score is not None
+    per_target = []
+    for ti, target in enumerate(result.targets):
+        returns = result.returns[:, ti]  # [S, E]
+        seed_means = returns.mean(axis=-1)
+        entry = {
+            "target_return": target,
+            "returns_per_seed": returns.tolist(),
+            "lengths_per_seed": result.lengths[:, ti].tolist(),
+            "mean_return_per_seed": seed_means.tolist(),
+            "std_return_per_seed": returns.std(axis=-1).tolist(),
+            "mean_return": float(seed_means.mean()),
+            "std_return_over_seeds": float(seed_means.std()),
+            "std_return_over_episodes": float(returns.std()),
+        }
+        if has_refs:
+            norm = np.asarray(dataset.normalized_score(seed_means), np.float64)
+            entry.update(normalized_score_per_seed=norm.tolist(),
+                         normalized_score=float(norm.mean()),
+                         normalized_score_std_over_seeds=float(norm.std()))
+        per_target.append(entry)
+    return {
+        "config": config.to_dict(),
+        "model": config.model.name,
+        "num_params": int(num_params),
+        "dataset": {"spec": config.dataset, "name": dataset.name, "env_id": dataset.env_id,
+                    "episodes": int(dataset.num_episodes),
+                    "transitions": int(len(dataset.rewards)),
+                    "ref_min_score": dataset.ref_min_score,
+                    "ref_max_score": dataset.ref_max_score,
+                    "ref_source": dataset.ref_source},
+        "seeds": [config.seed + i for i in range(config.seeds)],
+        "eval": per_target,
+        "eval_env_steps": result.env_steps,
+        "final_train_loss_per_seed": history[-1]["loss"] if history else None,
+        "wall_times": {**wall_times, "eval_rollout_s": result.wall_time_s},
+        "devices": devices,
+        "platform": platform.platform(),
+        "gif": gif,
+    }
+
+
+def markdown_summary(results: dict) -> str:
+    """A readable table of the evaluation."""
+    d = results["dataset"]
+    lines = [
+        f"# {results['model']} on {d['name']} ({d['env_id']})",
+        "",
+        f"parameters: {results['num_params']:,}; seeds: {results['seeds']}; "
+        f"train {results['wall_times']['train_s']:.1f} s, "
+        f"eval {results['wall_times']['eval_s']:.1f} s",
+        f"reference scores: min {d['ref_min_score']}, max {d['ref_max_score']} "
+        f"({d['ref_source']})",
+        "",
+        "| target | return (mean ± std over seeds) | normalised score | per-seed returns |",
+        "|---|---|---|---|",
+    ]
+    for e in results["eval"]:
+        norm = (f"{e['normalized_score']:.1f} ± {e['normalized_score_std_over_seeds']:.1f}"
+                if "normalized_score" in e else "n/a")
+        seeds = ", ".join(f"{r:.1f}" for r in e["mean_return_per_seed"])
+        lines.append(f"| {e['target_return']:g} | {e['mean_return']:.1f} ± "
+                     f"{e['std_return_over_seeds']:.1f} | {norm} | {seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: str, results: dict, history: list) -> None:
+    """curves.png: training loss per seed (left) and evaluation returns per target (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    if history:
+        steps = [h["step"] for h in history]
+        losses = np.array([h["loss"] for h in history])
+        for i in range(losses.shape[1]):
+            ax_loss.plot(steps, losses[:, i], label=f"seed {results['seeds'][i]}")
+        ax_loss.set_yscale("log")
+        ax_loss.legend()
+    ax_loss.set(xlabel="train step", ylabel="loss", title="training loss")
+    for k, e in enumerate(results["eval"]):
+        returns = np.asarray(e["returns_per_seed"])  # [S, E]
+        positions = k * (returns.shape[0] + 1) + np.arange(returns.shape[0])
+        ax_eval.boxplot(returns.T, positions=positions)
+    ax_eval.set_xticks([k * (len(results["seeds"]) + 1) for k in range(len(results["eval"]))])
+    ax_eval.set_xticklabels([f"target {e['target_return']:g}" for e in results["eval"]])
+    ax_eval.set(ylabel="episode return", title="evaluation (box per seed)")
+    fig.suptitle(f"{results['model']} on {results['dataset']['name']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_all(workdir: str, results: dict, history: list) -> None:
+    """Write results.json, results.md and curves.png atomically into `workdir`."""
+    _atomic_write(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+    _atomic_write(os.path.join(workdir, "results.md"), markdown_summary(results))
+    plot(os.path.join(workdir, "curves.png"), results, history)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,52 @@
+"""Shared helpers for runner tests: tiny, fast configs on the embedded dataset."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_config(model: str, preset: str = "embedded"):
+    spec = importlib.util.spec_from_file_location(f"cfg_{model}",
+                                                  os.path.join(ROOT, "configs", f"{model}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def tiny_config(model: str, **overrides):
+    """The model's embedded-preset config, shrunk so a run takes seconds."""
+    c = load_config(model)
+    c.model.update(TINY_MODEL[model])
+    c.batch_size = 8
+    c.num_steps = 4
+    c.steps_per_call = 2
+    c.log_every = 2
+    c.checkpoint_every = 2
+    c.optim.warmup_steps = 2
+    c.eval.episodes = 1
+    c.eval.target_returns = [1800.0]
+    c.eval.max_episode_steps = 15
+    for k, v in overrides.items():
+        target = c
+        *path, last = k.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = v
+    return c
+
+
+# Smallest sensible sizes per model (keys are the models' DEFAULTS keys).
+TINY_MODEL = {
+    "s4dm": dict(d_model=16, d_state=8, n_layers=2, context_len=8),
+    "dt": dict(d_model=16, n_layers=1, n_heads=1, context_len=8),
+    "mamba": dict(d_model=16, n_layers=1, context_len=8),
+    "bc": dict(hidden_dims=(16, 16)),
+}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return str(tmp_path / "run")

@@ -1,0 +1,80 @@
+"""Data parallelism over a device mesh and vmapped seeds give the same numbers as one device /
+separate runs."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+from conftest import ROOT, tiny_config
+
+from s4dm_jax.nn import ssm_param_mask
+from s4dm_jax.train.optim import make_optimizer
+from s4dm_jax.train.trainer import build, init_state, make_mesh, make_train_chunk, seed_keys
+
+
+def _setup(model_name, **overrides):
+    config = tiny_config(model_name, **overrides)
+    _, sampler, model = build(config)
+    mask = ssm_param_mask(model.init(jax.random.PRNGKey(0)))
+    opt = make_optimizer(config.optim, mask if any(jax.tree_util.tree_leaves(mask)) else None)
+    return config, sampler, model, opt
+
+
+def test_vmapped_three_seeds_equal_three_single_seed_runs():
+    config, sampler, model, opt = _setup("s4dm")
+    mesh = make_mesh(1, jax.devices()[:1])
+    chunk = make_train_chunk(model, opt, batch_size=8, context_len=model.context_len,
+                             num_steps=3, mesh=mesh)
+    together, metrics = chunk(init_state(model, opt, seed_keys(5, 3)), sampler.arrays)
+    assert metrics["loss"].shape == (3, 3)
+    for i in range(3):
+        alone, m = chunk(init_state(model, opt, seed_keys(5 + i, 1)), sampler.arrays)
+        np.testing.assert_allclose(m["loss"][0], metrics["loss"][i], rtol=2e-5)
+        for x, y in zip(jax.tree_util.tree_leaves(alone["params"]),
+                        jax.tree_util.tree_leaves(together["params"]), strict=True):
+            np.testing.assert_allclose(np.asarray(x)[0], np.asarray(y)[i], rtol=1e-4, atol=1e-6)
+    # different seeds really differ
+    p = jax.tree_util.tree_leaves(together["params"])[0]
+    assert not np.allclose(np.asarray(p)[0], np.asarray(p)[1])
+
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    import jax, numpy as np
+    assert len(jax.devices()) == 4, jax.devices()
+    from test_train_parallel import _setup
+    from s4dm_jax.train.trainer import init_state, make_mesh, make_train_chunk, seed_keys
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    config, sampler, model, opt = _setup({model!r})
+    out = {{}}
+    for name, mesh in [("one", make_mesh(1, jax.devices()[:1])), ("four", make_mesh(1)),
+                       ("seeds2x2", make_mesh(2))]:
+        chunk = make_train_chunk(model, opt, batch_size=8, context_len=model.context_len,
+                                 num_steps=2, mesh=mesh)
+        state = jax.device_put(init_state(model, opt, seed_keys(0, 2)),
+                               NamedSharding(mesh, P("seed")))
+        arrays = jax.device_put(sampler.arrays, NamedSharding(mesh, P()))
+        state, m = chunk(state, arrays)
+        out[name] = [np.asarray(x) for x in jax.tree_util.tree_leaves(state["params"])]
+        out[name + "_loss"] = np.asarray(m["loss"])
+        print(name, mesh.shape, m["loss"][:, -1])
+    for other in ("four", "seeds2x2"):
+        np.testing.assert_allclose(out[other + "_loss"], out["one_loss"], rtol=1e-5)
+        for a, b in zip(out["one"], out[other]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    print("DATA-PARALLEL OK")
+""")
+
+
+def test_data_parallel_step_on_four_cpu_devices_equals_single_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    tests = os.path.join(ROOT, "tests", "train")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests, model="s4dm")],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tests)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "DATA-PARALLEL OK" in proc.stdout

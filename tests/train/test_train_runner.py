@@ -1,0 +1,120 @@
+"""End-to-end runner tests on the embedded dataset: train, checkpoint, resume, evaluate."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, tiny_config
+
+from s4dm_jax.train import checkpoint
+from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
+
+
+def _params_of_latest(workdir):
+    from s4dm_jax.nn import ssm_param_mask
+    from s4dm_jax.train.optim import make_optimizer
+    from s4dm_jax.train.trainer import build, init_state, seed_keys
+
+    with open(os.path.join(workdir, "results.json")) as f:
+        import ml_collections
+
+        config = ml_collections.ConfigDict(json.load(f)["config"])
+    _, _, model = build(config)
+    mask = ssm_param_mask(model.init(jax.random.PRNGKey(0)))
+    opt = make_optimizer(config.optim, mask if any(jax.tree_util.tree_leaves(mask)) else None)
+    state = init_state(model, opt, seed_keys(config.seed, config.seeds))
+    manager = checkpoint.open_manager(workdir, 3)
+    restored, step = checkpoint.restore_latest(manager, state)
+    manager.close()
+    return restored, step
+
+
+@pytest.mark.parametrize("model", ["s4dm", "dt", "mamba", "bc"])
+def test_end_to_end_each_model(model, workdir):
+    results = train_and_evaluate(tiny_config(model), workdir, show_progress=False)
+    for name in ("results.json", "results.md", "curves.png", "run_config.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    assert any(f.startswith("events.out.tfevents")
+               for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(results))
+    (entry,) = saved["eval"]
+    returns = np.asarray(entry["returns_per_seed"])
+    assert returns.shape == (1, 1) and np.isfinite(returns).all()
+    assert 1 <= entry["lengths_per_seed"][0][0] <= 15
+    assert np.isfinite(entry["normalized_score"])
+    assert saved["num_params"] > 0 and saved["model"] == model
+    assert np.isfinite(saved["final_train_loss_per_seed"]).all()
+
+
+def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path):
+    full = str(tmp_path / "full")
+    train_and_evaluate(tiny_config("bc", num_steps=6), full, show_progress=False)
+    # "interrupted" after 4 steps (checkpoint at 4), then restarted with the full budget
+    part = str(tmp_path / "part")
+    train_and_evaluate(tiny_config("bc", num_steps=4), part, show_progress=False)
+    train_and_evaluate(tiny_config("bc", num_steps=6), part, show_progress=False)
+    (a, step_a), (b, step_b) = _params_of_latest(full), _params_of_latest(part)
+    assert step_a == step_b == 6
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with open(os.path.join(part, "train_history.json")) as f:
+        assert [h["step"] for h in json.load(f)] == [2, 4, 6]
+
+
+def test_workdir_of_another_run_is_refused_and_left_intact(workdir):
+    train_and_evaluate(tiny_config("bc", num_steps=2), workdir, show_progress=False)
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="different model"):
+        train_and_evaluate(tiny_config("dt", num_steps=2), workdir, show_progress=False)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
+    train_and_evaluate(tiny_config("bc", num_steps=2), workdir, show_progress=False)
+    with open(os.path.join(workdir, "results.json")) as f:
+        first_results = f.read()
+    config = tiny_config("bc", num_steps=8)
+    config.optim.learning_rate = 1e38  # params overflow to inf within a step or two
+    config.optim.grad_clip = 1e38
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
+        train_and_evaluate(config, workdir, show_progress=False)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert f.read() == first_results  # earlier results are not overwritten
+
+
+def test_bad_config_fields_get_clear_errors(workdir):
+    config = tiny_config("dt")
+    config.model.not_a_field = 3
+    with pytest.raises(ConfigError, match="not_a_field"):
+        train_and_evaluate(config, workdir, show_progress=False)
+    with pytest.raises(ConfigError, match="batch_size"):
+        train_and_evaluate(tiny_config("dt", batch_size=0), workdir, show_progress=False)
+    assert not os.path.exists(workdir)  # nothing written for an invalid config
+
+
+def test_command_line_runs_and_reports_bad_dataset_without_traceback(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    ok = subprocess.run(
+        [sys.executable, "-m", "s4dm_jax.main", f"--config={ROOT}/configs/bc.py",
+         f"--workdir={tmp_path / 'cli'}", "--config.num_steps=2", "--config.steps_per_call=2",
+         "--config.batch_size=8", "--config.eval.episodes=1", "--config.eval.max_episode_steps=5",
+         "--noprogress"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "results.json" in ok.stdout and "tensorboard --logdir" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "s4dm_jax.main", f"--config={ROOT}/configs/bc.py",
+         f"--workdir={tmp_path / 'bad'}", "--config.dataset=/nonexistent/hopper-medium-v2.hdf5"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=str(tmp_path))
+    assert bad.returncode == 1
+    assert "/nonexistent/hopper-medium-v2.hdf5" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()

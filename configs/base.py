@@ -49,6 +49,10 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.rtg_scale = 1000.0
     c.top_fraction = 1.0  # < 1: %BC-style filtering on the top trajectories by return
     c.delayed_reward = False  # sparse variant: an episode's whole reward at its last step
+    # Training windows start uniformly inside episodes (DT recipe) or, when True, at the episode
+    # start: recurrent models (S4DM, Decision Mamba) then see in training the same history their
+    # step-wise inference state sees (use with context_len >= episode length).
+    c.episode_start_windows = False
 
     # Model: `name` plus the model's keyword arguments (see s4dm_jax.models.DEFAULTS).
     c.model = ml_collections.ConfigDict()

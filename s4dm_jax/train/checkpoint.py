@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 
 # Config fields that must match for a run to resume from a workdir's checkpoints.
 RESUME_KEYS = ("model", "dataset", "seeds", "seed", "batch_size", "rtg_scale", "top_fraction",
-               "delayed_reward")
+               "delayed_reward", "episode_start_windows")
 
 
 class CheckpointMismatchError(ValueError):

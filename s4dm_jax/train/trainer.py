@@ -67,13 +67,14 @@ def init_state(model, optimizer, keys: jax.Array) -> dict:
 
 
 def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, num_steps: int,
-                     mesh: Mesh):
+                     mesh: Mesh, episode_start_windows: bool = False):
     """Jitted fn(state, data_arrays) -> (state, metrics[S, num_steps]) running `num_steps` steps."""
     data_sharding = NamedSharding(mesh, P("data"))
 
     def train_step(state, arrays):
         key, sample_key, dropout_key = jax.random.split(state["key"], 3)
-        batch = sample_batch(arrays, sample_key, batch_size, context_len)
+        batch = sample_batch(arrays, sample_key, batch_size, context_len,
+                             from_episode_start=episode_start_windows)
         batch = jax.lax.with_sharding_constraint(batch, data_sharding)
 
         def loss_fn(params):
@@ -215,7 +216,8 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, manag
     def chunk_fn(n):
         if n not in compiled:
             compiled[n] = make_train_chunk(model, optimizer, batch_size=config.batch_size,
-                                           context_len=model.context_len, num_steps=n, mesh=mesh)
+                                           context_len=model.context_len, num_steps=n, mesh=mesh,
+                                           episode_start_windows=config.episode_start_windows)
         return compiled[n]
 
     step, last_saved, elapsed = start_step, start_step, 0.0

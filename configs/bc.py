@@ -1,0 +1,24 @@
+"""Behaviour cloning (MLP on the current state, CORL 256-256). `top_fraction=0.1` gives %BC.
+`--config=configs/bc.py:<preset>`."""
+
+import ml_collections
+
+from s4dm_jax.configs import base
+from s4dm_jax.models import DEFAULTS
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    c = base.get_base_config(preset)
+    c.model = ml_collections.ConfigDict({"name": "bc", **DEFAULTS["bc"]})
+    c.optim.learning_rate = 1e-3
+    c.optim.weight_decay = 0.0
+    c.optim.warmup_steps = 0
+    c.optim.grad_clip = 1.0
+    c.batch_size = 256
+    if c.preset == "embedded":
+        c.num_steps = 1500
+        c.steps_per_call = 100
+        c.log_every = 100
+        c.checkpoint_every = 500
+        c.eval.episodes = 5
+    return c

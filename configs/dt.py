@@ -1,0 +1,26 @@
+"""Decision Transformer baseline (reference hyperparameters of kzl/decision-transformer).
+`--config=configs/dt.py:<preset>`."""
+
+import ml_collections
+
+from s4dm_jax.configs import base
+from s4dm_jax.models import DEFAULTS
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    c = base.get_base_config(preset)
+    c.model = ml_collections.ConfigDict({"name": "dt", **DEFAULTS["dt"]})  # K=20, 128, 3 layers
+    c.optim.learning_rate = 1e-4
+    c.optim.weight_decay = 1e-4
+    c.optim.warmup_steps = 10_000
+    c.optim.grad_clip = 0.25
+    c.batch_size = 64
+    if c.preset == "embedded":
+        c.optim.learning_rate = 1e-3
+        c.optim.warmup_steps = 200
+        c.num_steps = 1500
+        c.steps_per_call = 50
+        c.log_every = 100
+        c.checkpoint_every = 500
+        c.eval.episodes = 5
+    return c

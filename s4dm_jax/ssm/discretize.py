@@ -1,0 +1,62 @@
+"""Continuous -> discrete state-space maps (REFERENCE.md section 1, "Discretisation").
+
+Pure jnp functions; the dtype follows the inputs. `dt` is a scalar (or broadcastable array
+for the diagonal versions).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import expm
+
+
+@jax.jit
+def bilinear(A, B, dt):
+    """Bilinear (Tustin): Ab = (I - dt/2 A)^-1 (I + dt/2 A), Bb = (I - dt/2 A)^-1 dt B.
+
+    A (N, N), B (N,), dt scalar -> Ab (N, N), Bb (N,).
+    """
+    A, B = jnp.asarray(A), jnp.asarray(B)
+    eye = jnp.eye(A.shape[-1], dtype=A.dtype)
+    BL = eye - (dt / 2.0) * A
+    Ab = jnp.linalg.solve(BL, eye + (dt / 2.0) * A)
+    Bb = jnp.linalg.solve(BL, (dt * B)[:, None])[:, 0]
+    return Ab, Bb
+
+
+@jax.jit
+def zoh(A, B, dt):
+    """Zero-order hold: Ab = expm(dt A), Bb = (dt A)^-1 (expm(dt A) - I) dt B.
+
+    Computed as one exponential of the augmented matrix dt [[A, B], [0, 0]], so a singular A
+    is fine. A (N, N), B (N,), dt scalar -> Ab (N, N), Bb (N,).
+    """
+    A, B = jnp.asarray(A), jnp.asarray(B)
+    N = A.shape[-1]
+    dtype = jnp.result_type(A, B)
+    top = jnp.concatenate([A.astype(dtype), B.astype(dtype)[:, None]], axis=1)
+    aug = jnp.concatenate([top, jnp.zeros((1, N + 1), dtype)], axis=0)
+    E = expm(dt * aug)
+    return E[:N, :N], E[:N, N]
+
+
+@jax.jit
+def bilinear_diag(Lambda, B, dt):
+    """Bilinear for diagonal A = diag(Lambda).
+
+    Ab_n = (1 + dt/2 a_n)/(1 - dt/2 a_n), Bb_n = dt B_n / (1 - dt/2 a_n).
+    Lambda (M,), B (M,), dt scalar or (M,) -> Ab (M,), Bb (M,).
+    """
+    den = 1.0 - (dt / 2.0) * Lambda
+    return (1.0 + (dt / 2.0) * Lambda) / den, dt * B / den
+
+
+@jax.jit
+def zoh_diag(Lambda, B, dt):
+    """ZOH for diagonal A: Ab_n = exp(dt a_n), Bb_n = (exp(dt a_n) - 1)/a_n * B_n.
+
+    Lambda (M,), B (M,), dt scalar or (M,) -> Ab (M,), Bb (M,).
+    """
+    Ab = jnp.exp(dt * Lambda)
+    return Ab, (Ab - 1.0) / Lambda * B

@@ -1,0 +1,177 @@
+"""HiPPO transition matrices, their rank corrections and the NPLR -> DPLR decomposition.
+
+Everything here runs once at initialisation, so it is plain numpy in float64 / complex128
+(REFERENCE.md section 1, "HiPPO transition matrices", "Rank correction", "NPLR -> DPLR").
+Indices n (row) and k (column) start at 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MEASURES = ("legs", "legt", "lagt", "fout")
+
+
+def _check_measure(measure: str) -> None:
+    if measure not in MEASURES:
+        raise ValueError(f"unknown HiPPO measure {measure!r}; expected one of {MEASURES}")
+
+
+def _check_even(N: int, what: str) -> int:
+    """Return M = N // 2, raising for odd or non-positive N (a conjugate pair needs 2 states)."""
+    N = int(N)
+    if N <= 0 or N % 2:
+        raise ValueError(
+            f"{what} needs an even state size N > 0 (it keeps N//2 conjugate-pair modes and "
+            f"outputs 2*Re), got N={N}; use an even N such as {max(2, N + 1)}")
+    return N // 2
+
+
+def transition(measure: str, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """HiPPO state matrices ("HiPPO transition matrices").
+
+    Args: measure in {"legs", "legt", "lagt", "fout"}; N state size.
+    Returns: A (N, N) float64, B (N,) float64.
+    """
+    _check_measure(measure)
+    N = int(N)
+    if N <= 0:
+        raise ValueError(f"state size N must be positive, got {N}")
+    n = np.arange(N, dtype=np.float64)
+    r = np.sqrt(2 * n + 1)
+    if measure == "legs":
+        # A[n,k] = -r_n r_k (n > k), -(n+1) (n == k), 0 (n < k); B = r.
+        A = -np.tril(np.outer(r, r), -1) - np.diag(n + 1)
+        B = r.copy()
+    elif measure == "legt":
+        # A[n,k] = -0.5 r_n r_k * (1 if n >= k else (-1)^(n-k)); B = 0.5 r.
+        nn, kk = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
+        sign = np.where(nn >= kk, 1.0, (-1.0) ** ((nn - kk) % 2))
+        A = -0.5 * np.outer(r, r) * sign
+        B = 0.5 * r
+    elif measure == "lagt":
+        # beta = 1: A = 0.5 I - tril(ones); B = ones.
+        A = 0.5 * np.eye(N) - np.tril(np.ones((N, N)))
+        B = np.ones(N)
+    else:  # fout
+        M = _check_even(N, "the 'fout' measure")
+        freqs = np.arange(M, dtype=np.float64)
+        d = np.stack([np.zeros(M), freqs], axis=-1).reshape(-1)[1:]
+        B = np.zeros(N)
+        B[0::2] = np.sqrt(2.0)
+        B[0] = 1.0
+        A = np.pi * (-np.diag(d, 1) + np.diag(d, -1)) - np.outer(B, B)
+    return A, B
+
+
+def rank_correction(measure: str, N: int) -> np.ndarray:
+    """Low-rank P with A + P^T P normal ("Rank correction P").
+
+    Returns: P (rank, N) float64; rank 2 for legt, 1 otherwise.
+    """
+    _check_measure(measure)
+    N = int(N)
+    n = np.arange(N, dtype=np.float64)
+    if measure == "legs":
+        return np.sqrt(n + 0.5)[None, :]
+    if measure == "legt":
+        r = np.sqrt(2 * n + 1)
+        P0 = np.where(np.arange(N) % 2 == 1, r, 0.0)  # odd indices
+        P1 = np.where(np.arange(N) % 2 == 0, r, 0.0)  # even indices
+        return np.stack([P0, P1]) * 2**-0.5
+    if measure == "lagt":
+        return np.full((1, N), 0.5**0.5)
+    return transition("fout", N)[1][None, :]
+
+
+def normal_part(measure: str, N: int) -> np.ndarray:
+    """S = A + sum_r P_r P_r^T (N, N) float64, the normal matrix of the NPLR form."""
+    A, _ = transition(measure, N)
+    P = rank_correction(measure, N)
+    return A + P.T @ P
+
+
+def _real_pair_vector(V0: np.ndarray) -> np.ndarray:
+    """For a 2-dim real eigenspace spanned by the columns of V0 (N, 2), return v (N,) with
+    v, conj(v) orthonormal and spanning it (so the kept mode and its conjugate cover it)."""
+    R = np.concatenate([V0.real, V0.imag], axis=1)
+    U, s, _ = np.linalg.svd(R, full_matrices=False)
+    r1, r2 = U[:, 0], U[:, 1]  # real orthonormal basis of the eigenspace
+    return (r1 + 1j * r2) / np.sqrt(2.0)
+
+
+def nplr_full(measure: str, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All N modes of the NPLR -> DPLR change of basis ("NPLR -> DPLR"), before truncation.
+
+    S = A + P^T P; Re(Lambda) = mean(diag S); (Im(Lambda), V) = eigh(-1j (S - Re(Lambda) I)).
+    Returns: Lambda (N,), P~ (rank, N), B~ (N,), V (N, N) complex128, sorted by Im(Lambda);
+    A == V (diag(Lambda) - P~^T conj(P~)) V^*  (see `reconstruct`).
+    """
+    A, B = transition(measure, N)
+    P = rank_correction(measure, N)
+    S = A + P.T @ P
+    re = np.mean(np.diagonal(S))
+    w_im, V = np.linalg.eigh(-1j * (S - re * np.eye(N)))
+    order = np.argsort(w_im, kind="stable")
+    w_im, V = w_im[order], V[:, order]
+    Lambda = re + 1j * w_im
+    Vh = V.conj().T
+    return Lambda, P @ V.conj(), Vh @ B, V
+
+
+def reconstruct(Lambda: np.ndarray, P: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """Dense A from a full DPLR basis: V (diag(Lambda) - P^T conj(P)) V^*.
+
+    Lambda (N,), P (rank, N), V (N, N) -> A (N, N) complex.
+    """
+    return V @ (np.diag(Lambda) - P.T @ P.conj()) @ V.conj().T
+
+
+def nplr(measure: str, N: int, b_clip: float | None = 2.0):
+    """Diagonal-plus-low-rank form of a HiPPO matrix, M = N // 2 conjugate modes kept.
+
+    Implements "NPLR -> DPLR": keeps the M modes with Im(Lambda) <= 0 (sorted ascending),
+    P~ = V^* P, B~ = V^* B, and clips Im(B~) to [-b_clip, b_clip] (None: no clip).
+    A zero-frequency conjugate pair (the fout measure) is represented by one complex mode
+    whose vector spans the 2-dim real eigenspace with its conjugate.
+    Args: measure, N even.
+    Returns: Lambda (M,), P (rank, M), B (M,), V (N, M) complex128.
+    Raises: ValueError for odd N.
+    """
+    M = _check_even(N, "nplr")
+    A, B = transition(measure, N)
+    P = rank_correction(measure, N)
+    Lambda, _, _, V = nplr_full(measure, N)
+    Lambda, V = Lambda[:M].copy(), V[:, :M].copy()
+    tol = 1e-4
+    if M >= 2 and abs(Lambda[M - 2].imag) < tol:
+        raise ValueError(f"measure {measure!r}, N={N}: more than one zero-frequency mode")
+    if abs(Lambda[M - 1].imag) < tol:
+        # Modes M-1 and M both have frequency ~0: their joint eigenspace is real.
+        V[:, M - 1] = _real_pair_vector(nplr_full(measure, N)[3][:, M - 1:M + 1])
+        Lambda[M - 1] = Lambda[M - 1].real
+    Vh = V.conj().T
+    Bt = Vh @ B
+    Pt = P @ V.conj()
+    if b_clip is not None:
+        Bt = Bt.real + 1j * np.clip(Bt.imag, -b_clip, b_clip)
+    return Lambda, Pt, Bt, V
+
+
+def s4d_lin(N: int) -> np.ndarray:
+    """S4D-Lin: Lambda_n = -1/2 - i pi n, n < N // 2. Returns Lambda (M,) complex128."""
+    M = _check_even(N, "s4d_lin")
+    return -0.5 - 1j * np.pi * np.arange(M)
+
+
+def s4d_inv(N: int) -> np.ndarray:
+    """S4D-Inv: Lambda_n = -1/2 - i (N/pi)(N/(2n+1) - 1), n < N // 2. Returns (M,) complex128."""
+    M = _check_even(N, "s4d_inv")
+    n = np.arange(M)
+    return -0.5 - 1j * (N / np.pi) * (N / (2 * n + 1) - 1)
+
+
+def s4d_legs(N: int) -> tuple[np.ndarray, np.ndarray]:
+    """S4D-LegS: the diagonal part of the LegS DPLR form. Returns Lambda (M,), B (M,) complex128."""
+    Lambda, _, B, _ = nplr("legs", N)
+    return Lambda, B

@@ -1,0 +1,100 @@
+"""Recurrent (inference) view of an SSM: x_k = Ab x_{k-1} + Bb u_k, y_k = C x_k
+(REFERENCE.md section 1, "Inference uses the recurrence" and "DPLR step").
+
+No D term here: callers add D * u.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _apply_A(Ab, x):
+    return Ab * x if Ab.ndim == 1 else Ab @ x
+
+
+def _readout(C, x, conj_symmetric: bool):
+    y = C @ x
+    return 2.0 * jnp.real(y) if conj_symmetric else y
+
+
+def step(Ab, Bb, C, x, u_t, conj_symmetric: bool = False):
+    """One step: x_new = Ab x + Bb u_t, y_t = C x_new (2 Re(C x_new) if conj_symmetric).
+
+    Ab (N, N) dense or (N,) diagonal (chosen by Ab.ndim), Bb (N,), C (N,), x (N,),
+    u_t scalar -> (x_new (N,), y_t scalar).
+    """
+    x_new = _apply_A(Ab, x) + Bb * u_t
+    return x_new, _readout(C, x_new, conj_symmetric)
+
+
+@functools.partial(jax.jit, static_argnames=('conj_symmetric',))
+def scan(Ab, Bb, C, u, x0=None, conj_symmetric: bool = False):
+    """The recurrence over a sequence with lax.scan.
+
+    Ab (N, N) or (N,), Bb (N,), C (N,), u (L,), x0 (N,) or None (zeros)
+    -> (x_L (N,), y (L,)).
+    """
+    dtype = jnp.result_type(Ab, Bb, u)
+    Ab, Bb = jnp.asarray(Ab, dtype), jnp.asarray(Bb, dtype)
+    x0 = jnp.zeros(Bb.shape, dtype) if x0 is None else jnp.asarray(x0, dtype)
+
+    def body(x, u_t):
+        return step(Ab, Bb, C, x, u_t, conj_symmetric)
+
+    return lax.scan(body, x0, u)
+
+
+def dplr_terms(Lambda, P, Q, dt):
+    """Per-system constants of the O(M rank) DPLR step.
+
+    D = 1 / ((2/dt) - Lambda) (M,) and G = (I + Q^* D P)^-1 (rank, rank), so that
+    A1 v = D v - D P G Q^* D v equals ((2/dt) I - A)^-1 v for A = diag(Lambda) - P Q^*.
+    """
+    Q = P if Q is None else Q
+    D = 1.0 / (2.0 / dt - Lambda)
+    small = jnp.eye(P.shape[0], dtype=D.dtype) + (jnp.conj(Q) * D) @ P.T
+    return D, jnp.linalg.inv(small)
+
+
+def _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t):
+    """x_new = A1 (A0 x + 2 B u_t) with A0 = (2/dt) I + A; never forms a dense matrix."""
+    Qc = jnp.conj(Q)
+    v = (2.0 / dt) * x + Lambda * x - P.T @ (Qc @ x) + 2.0 * B * u_t  # A0 x + 2 B u
+    Dv = D * v
+    return Dv - D * (P.T @ (G @ (Qc @ Dv)))
+
+
+def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
+    """Bilinear DPLR step in O(M rank): x_new = Ab x + Bb u_t with Ab = A1 A0, Bb = 2 A1 B.
+
+    Lambda (M,), P, Q (rank, M) (Q None -> P), B, C (M,), dt scalar, x (M,), u_t scalar
+    -> (x_new (M,), y_t = 2 Re(C x_new) scalar).
+    """
+    Q = P if Q is None else Q
+    D, G = dplr_terms(Lambda, P, Q, dt)
+    x_new = _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t)
+    return x_new, 2.0 * jnp.real(C @ x_new)
+
+
+@jax.jit
+def dplr_scan(Lambda, P, Q, B, C, dt, u, x0=None):
+    """`dplr_step` over a sequence (lax.scan; the rank x rank inverse is computed once).
+
+    Shapes as dplr_step with u (L,), x0 (M,) or None (zeros) -> (x_L (M,), y (L,)).
+    """
+    Q = P if Q is None else Q
+    cdtype = jnp.result_type(jnp.complex64, Lambda, P, Q, B, C, u)
+    Lambda, P, Q, B, C = (jnp.asarray(a, cdtype) for a in (Lambda, P, Q, B, C))
+    D, G = dplr_terms(Lambda, P, Q, dt)
+    x0 = jnp.zeros(Lambda.shape, cdtype) if x0 is None else jnp.asarray(x0, cdtype)
+
+    def body(x, u_t):
+        x_new = _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t)
+        return x_new, 2.0 * jnp.real(C @ x_new)
+
+    return lax.scan(body, x0, u)

@@ -1,0 +1,175 @@
+"""The DecisionModel interface shared by all decision models, plus losses and parameter counts.
+
+A DecisionModel is a stateless Python object wrapping a flax.linen Module; all its methods are
+pure functions of their arguments (jit/vmap/grad friendly). Batches are dicts
+  "rtg" f32 [B,K], "states" f32 [B,K,obs], "actions" f32 [B,K,act] (discrete: int32 [B,K]),
+  "timesteps" int32 [B,K], "mask" f32 [B,K] (1 = real step, 0 = left padding).
+The wrapped module implements `__call__(batch, train)` -> preds [B,K,act] and
+`step(carry, rtg_t, s_t, a_prev, t)` -> (carry, out [B,act]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class DecisionModel:
+    """Return-conditioned sequence model with a training call and a recurrent `step`.
+
+    Attributes:
+      name: "s4dm" | "dt" | "mamba" | "bc".
+      obs_dim, act_dim: observation size; action size (discrete: number of actions).
+      discrete: True -> logits and cross-entropy, actions are int32 indices.
+      context_len: training window K.
+      config: the model's full hyperparameters (DEFAULTS updated with the given kwargs).
+      module: the flax.linen Module.
+    """
+
+    def __init__(self, name: str, module: nn.Module, *, obs_dim: int, act_dim: int,
+                 discrete: bool, context_len: int, config: Mapping[str, Any]):
+        self.name = name
+        self.module = module
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+        self.discrete = bool(discrete)
+        self.context_len = int(context_len)
+        self.config = dict(config)
+        self._init_fns = {}  # batch_size -> compiled init (a cache; the model stays stateless)
+
+    def __repr__(self) -> str:
+        return (f"DecisionModel({self.name!r}, obs_dim={self.obs_dim}, act_dim={self.act_dim}, "
+                f"discrete={self.discrete}, config={self.config})")
+
+    # ------------------------------------------------------------------ training path
+    def dummy_batch(self, batch_size: int = 1, context_len: int | None = None) -> dict:
+        """All-zero batch with mask ones (shapes only; used by `init`)."""
+        b, k = batch_size, context_len or self.context_len
+        if self.discrete:
+            actions = jnp.zeros((b, k), jnp.int32)
+        else:
+            actions = jnp.zeros((b, k, self.act_dim), jnp.float32)
+        return {"rtg": jnp.zeros((b, k), jnp.float32),
+                "states": jnp.zeros((b, k, self.obs_dim), jnp.float32),
+                "actions": actions,
+                "timesteps": jnp.zeros((b, k), jnp.int32),
+                "mask": jnp.ones((b, k), jnp.float32)}
+
+    def init(self, rng: jax.Array, batch_size: int = 1) -> dict:
+        """Variables dict {"params": ...} for a fresh model (compiled; traceable too)."""
+        fn = self._init_fns.get(batch_size)
+        if fn is None:
+            def fn(key):
+                p_rng, d_rng = jax.random.split(key)
+                variables = self.module.init({"params": p_rng, "dropout": d_rng},
+                                             self.dummy_batch(batch_size), train=False)
+                return {"params": variables["params"]}
+
+            fn = self._init_fns[batch_size] = jax.jit(fn)
+        return fn(rng)
+
+    def apply(self, params: dict, batch: Mapping[str, jax.Array], *, train: bool = False,
+              rng: jax.Array | None = None) -> jax.Array:
+        """Predictions for every step: f32 [B,K,act] in [-1,1] or logits [B,K,n_actions].
+
+        preds[:, t] depends only on rtg/states up to t and actions up to t-1.
+        """
+        if train and rng is None:
+            raise ValueError("apply(..., train=True) needs rng (the dropout key)")
+        rngs = {"dropout": rng} if rng is not None else {}
+        return self.module.apply(params, dict(batch), train=train, rngs=rngs)
+
+    def loss(self, params: dict, batch: Mapping[str, jax.Array], rng: jax.Array,
+             train: bool = True) -> tuple[jax.Array, dict]:
+        """Masked MSE (continuous) or cross-entropy (discrete) over the real (mask 1) steps."""
+        preds = self.apply(params, batch, train=train, rng=rng)
+        return action_loss(preds, batch["actions"], batch["mask"], self.discrete)
+
+    # ------------------------------------------------------------------ inference path
+    def init_carry(self, batch_size: int):
+        """Carry for `step` at the start of an episode (fixed shapes)."""
+        return self.module.init_carry(batch_size)
+
+    def step(self, params: dict, carry, rtg_t: jax.Array, s_t: jax.Array, a_prev: jax.Array,
+             t: jax.Array):
+        """One environment step.
+
+        Args: carry; rtg_t f32 [B]; s_t f32 [B,obs]; a_prev f32 [B,act] (discrete: int32 [B]),
+          zeros at t=0; t int32 [B] (the episode timestep).
+        Returns: (carry, a_t f32 [B,act] in [-1,1] | logits f32 [B,n_actions]).
+        """
+        return self.module.apply(params, carry, rtg_t, s_t, a_prev, t, method="step")
+
+
+def action_loss(preds: jax.Array, actions: jax.Array, mask: jax.Array,
+                discrete: bool) -> tuple[jax.Array, dict]:
+    """Masked action loss.
+
+    Continuous: mean over real steps and action dims of (preds - actions)^2.
+    Discrete: mean over real steps of cross-entropy(logits, actions); also reports accuracy.
+    Steps with mask 0 contribute nothing (their targets may hold any padding value).
+    """
+    mask = mask.astype(jnp.float32)
+    n = jnp.maximum(mask.sum(), 1.0)
+    if discrete:
+        labels = jnp.clip(actions, 0, preds.shape[-1] - 1)
+        logp = jax.nn.log_softmax(preds.astype(jnp.float32), axis=-1)
+        nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+        loss = (nll * mask).sum() / n
+        acc = ((preds.argmax(-1) == labels) * mask).sum() / n
+        return loss, {"ce": loss, "accuracy": acc}
+    se = jnp.square(preds.astype(jnp.float32) - actions.astype(jnp.float32))
+    loss = (se * mask[..., None]).sum() / (n * preds.shape[-1])
+    return loss, {"mse": loss}
+
+
+def embed_actions(actions: jax.Array, discrete: bool, act_dim: int) -> jax.Array:
+    """Model input for actions: f32 [..., act] unchanged, or one-hot f32 [..., n] of int indices.
+
+    (One-hot followed by a Dense layer is an embedding table; out-of-range padding values such as
+    -10 map to the zero vector.)
+    """
+    if discrete:
+        return jax.nn.one_hot(actions, act_dim, dtype=jnp.float32)
+    return actions.astype(jnp.float32)
+
+
+def action_head(x: jax.Array, act_dim: int, discrete: bool, name: str = "action_head"):
+    """Dense(act_dim) on features; tanh for continuous actions, raw logits for discrete."""
+    out = nn.Dense(act_dim, name=name)(x)
+    return out if discrete else jnp.tanh(out)
+
+
+def param_count(params) -> int:
+    """Number of scalar parameters in a pytree (a variables dict or a params dict)."""
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
+
+
+def param_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Markdown table from a list of dicts (columns: the first row's keys unless given).
+
+    Integers are printed with thousands separators, floats with 3 significant digits.
+    """
+    rows = list(rows)
+    if not rows:
+        return ""
+    columns = list(columns or rows[0].keys())
+
+    def fmt(v):
+        if isinstance(v, bool) or v is None:
+            return str(v)
+        if isinstance(v, (int, np.integer)):
+            return f"{int(v):,}"
+        if isinstance(v, (float, np.floating)):
+            return f"{float(v):.3g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)

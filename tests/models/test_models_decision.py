@@ -1,0 +1,180 @@
+"""Decision models: step path == training path, causality, masking, discrete actions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s4dm_jax.models import DEFAULTS, make_model
+
+OBS, ACT, NACT = 5, 2, 4
+
+SMALL = {
+    "s4dm": dict(d_model=8, d_state=8, n_layers=2, context_len=10),
+    "s4dm_interleaved": dict(d_model=8, d_state=8, n_layers=2, context_len=10,
+                             token_layout="interleaved", timestep_embedding=True),
+    "s4dm_diag": dict(d_model=8, d_state=8, n_layers=2, context_len=10, mode="diag",
+                      ssm_init="diag-lin", discretization="zoh"),
+    "dt": dict(d_model=16, n_layers=2, n_heads=2, context_len=6),
+    "mamba": dict(d_model=8, n_layers=2, d_state=4, context_len=10),
+    "bc": dict(hidden_dims=(16, 16)),
+}
+
+
+def _make(key, discrete=False):
+    name = key.split("_")[0]
+    return make_model(name, OBS, NACT if discrete else ACT, discrete=discrete, **SMALL[key])
+
+
+def random_episode(rng, length, discrete=False, batch=2):
+    """Random (unnormalised-looking) inputs of one episode for a batch: dict of [B, T, ...]."""
+    k = jax.random.split(rng, 3)
+    if discrete:
+        actions = jax.random.randint(k[2], (batch, length), 0, NACT)
+    else:
+        actions = jax.random.uniform(k[2], (batch, length, ACT), minval=-1, maxval=1)
+    return {"rtg": jax.random.normal(k[0], (batch, length)),
+            "states": jax.random.normal(k[1], (batch, length, OBS)),
+            "actions": actions,
+            "timesteps": jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length)),
+            "mask": jnp.ones((batch, length))}
+
+
+def run_steps(model, params, ep):
+    """Feed an episode through `step` one env step at a time; outputs [B, T, act]."""
+    b, length = ep["rtg"].shape
+    step = jax.jit(model.step)
+    carry = model.init_carry(b)
+    outs = []
+    for t in range(length):
+        a_prev = (ep["actions"][:, t - 1] if t > 0 else jnp.zeros_like(ep["actions"][:, 0]))
+        carry, out = step(params, carry, ep["rtg"][:, t], ep["states"][:, t], a_prev,
+                          ep["timesteps"][:, t])
+        outs.append(np.asarray(out))
+    return np.stack(outs, 1)
+
+
+@pytest.mark.parametrize("key", ["s4dm", "s4dm_interleaved", "s4dm_diag", "mamba", "bc"])
+@pytest.mark.parametrize("discrete", [False, True])
+def test_recurrent_step_reproduces_training_call(key, discrete):
+    model = _make(key, discrete)
+    params = model.init(jax.random.PRNGKey(0))
+    length = 10
+    ep = random_episode(jax.random.PRNGKey(1), length, discrete)
+    preds = np.asarray(model.apply(params, ep))
+    assert preds.shape == (2, length, NACT if discrete else ACT)
+    stepped = run_steps(model, params, ep)
+    scale = max(np.abs(preds).max(), 1e-3)
+    assert np.abs(stepped - preds).max() <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("length", [4, 6, 11])  # shorter than, equal to, longer than K=6
+def test_dt_windowed_step_equals_training_call_on_last_k_steps(length):
+    model = _make("dt")
+    k = model.context_len
+    params = model.init(jax.random.PRNGKey(0))
+    ep = random_episode(jax.random.PRNGKey(2), length)
+    stepped = run_steps(model, params, ep)
+    for t in range(length):
+        lo = max(0, t + 1 - k)
+        win = jax.tree_util.tree_map(lambda x, lo=lo, t=t: x[:, lo:t + 1], ep)
+        pad = k - (t + 1 - lo)
+        # left padding as the sampler writes it (states 0, actions -10, rtg 0, mask 0)
+        padded = {
+            "rtg": jnp.pad(win["rtg"], ((0, 0), (pad, 0))),
+            "states": jnp.pad(win["states"], ((0, 0), (pad, 0), (0, 0))),
+            "actions": jnp.pad(win["actions"], ((0, 0), (pad, 0), (0, 0)), constant_values=-10),
+            "timesteps": jnp.pad(win["timesteps"], ((0, 0), (pad, 0))),
+            "mask": jnp.pad(win["mask"], ((0, 0), (pad, 0))),
+        }
+        preds = np.asarray(model.apply(params, padded))
+        np.testing.assert_allclose(stepped[:, t], preds[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("key", list(SMALL))
+def test_models_are_causal(key):
+    model = _make(key)
+    params = model.init(jax.random.PRNGKey(0))
+    k = model.context_len if key != "bc" else 6
+    ep = random_episode(jax.random.PRNGKey(3), k)
+    preds = np.asarray(model.apply(params, ep))
+    t = k // 2
+    bumped = dict(ep)
+    bumped["rtg"] = ep["rtg"].at[:, t + 1:].add(1.0)
+    bumped["states"] = ep["states"].at[:, t + 1:].add(1.0)
+    bumped["actions"] = ep["actions"].at[:, t:].multiply(-0.5)  # a_t may not influence preds[t]
+    preds2 = np.asarray(model.apply(params, bumped))
+    np.testing.assert_allclose(preds2[:, :t + 1], preds[:, :t + 1], atol=1e-5)
+    if key != "bc":
+        assert np.abs(preds2[:, t + 1:] - preds[:, t + 1:]).max() > 1e-4
+
+
+@pytest.mark.parametrize("key", ["s4dm", "s4dm_interleaved", "dt", "mamba"])
+def test_left_padding_is_invisible(key):
+    """A left-padded window predicts the same on its real steps as the unpadded one."""
+    model = _make(key)
+    params = model.init(jax.random.PRNGKey(0))
+    k, pad = model.context_len, 3
+    ep = random_episode(jax.random.PRNGKey(4), k - pad)
+    full = np.asarray(jax.jit(model.apply)(params, ep))
+    padded = {
+        "rtg": jnp.pad(ep["rtg"], ((0, 0), (pad, 0)), constant_values=5.0),
+        "states": jnp.pad(ep["states"], ((0, 0), (pad, 0), (0, 0)), constant_values=3.0),
+        "actions": jnp.pad(ep["actions"], ((0, 0), (pad, 0), (0, 0)), constant_values=-10),
+        "timesteps": jnp.pad(ep["timesteps"], ((0, 0), (pad, 0))),
+        "mask": jnp.pad(ep["mask"], ((0, 0), (pad, 0))),
+    }
+    preds = np.asarray(model.apply(params, padded))
+    np.testing.assert_allclose(preds[:, pad:], full, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", list(SMALL))
+@pytest.mark.parametrize("discrete", [False, True])
+def test_loss_is_masked_and_matches_numpy(key, discrete):
+    model = _make(key, discrete)
+    params = model.init(jax.random.PRNGKey(0))
+    k = model.context_len if key != "bc" else 5
+    ep = random_episode(jax.random.PRNGKey(5), k, discrete)
+    mask = np.ones((2, k), np.float32)
+    mask[0, :2] = 0
+    ep["mask"] = jnp.asarray(mask)
+    loss, metrics = model.loss(params, ep, jax.random.PRNGKey(0), train=False)
+    preds = np.asarray(model.apply(params, ep), np.float64)
+    acts = np.asarray(ep["actions"])
+    if discrete:
+        assert preds.shape == (2, k, NACT)
+        logp = preds - np.log(np.exp(preds).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(logp, acts[..., None], -1)[..., 0]
+        ref = (nll * mask).sum() / mask.sum()
+        assert "accuracy" in metrics
+    else:
+        ref = (((preds - acts) ** 2).sum(-1) * mask).sum() / (mask.sum() * ACT)
+    assert np.isfinite(float(loss))
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
+    # padding targets do not change the loss
+    if discrete:
+        ep["actions"] = ep["actions"].at[0, :2].set(-10)
+    else:
+        ep["actions"] = ep["actions"].at[0, :2].set(-10.0)
+    loss2, _ = model.loss(params, ep, jax.random.PRNGKey(0), train=False)
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-5)
+    # training mode with dropout gives a finite loss and finite gradients
+    grads = jax.grad(lambda p: model.loss(p, ep, jax.random.PRNGKey(1), train=True)[0])(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_make_model_validates_kwargs_and_exposes_defaults():
+    for name, defaults in DEFAULTS.items():
+        assert "context_len" in defaults
+        model = make_model(name, OBS, ACT)
+        assert model.name == name and model.context_len == defaults["context_len"]
+        assert model.config == {**defaults,
+                                **({"hidden_dims": tuple(defaults["hidden_dims"])}
+                                   if name == "bc" else {})}
+    with pytest.raises(TypeError, match="accepted"):
+        make_model("dt", OBS, ACT, not_a_field=1)
+    with pytest.raises(ValueError, match="unknown model"):
+        make_model("gpt", OBS, ACT)
+    with pytest.raises(ValueError, match="token_layout"):
+        make_model("s4dm", OBS, ACT, token_layout="weird", n_layers=1, d_state=4,
+                   d_model=4).init(jax.random.PRNGKey(0))

@@ -1,0 +1,479 @@
+"""Generate D4RL-recipe offline RL datasets on gymnasium MuJoCo -v5 envs, written as Minari
+datasets (bulk path ``minari.create_dataset_from_buffers``).
+
+Recipe (Fu et al. 2020, D4RL):
+  random         uniform random actions
+  medium         a SAC policy stopped when its (stochastic) evaluation return reaches about 1/3
+                 of the expert reference return, rolled out for --steps steps
+  medium-replay  every transition in that SAC run's replay buffer up to the stopping point,
+                 episodes in collection order
+  expert         a fully trained policy (``train-policy --train-steps N``) rolled out
+  medium-expert  medium + expert episodes (half of --steps each)
+The "expert" reference return is D4RL's published max score (hopper 3234.3, halfcheetah 12135.0,
+walker2d 4592.3), because training a real expert is out of reach on a CPU; ref_min_score is the
+measured mean return of the uniform random policy.
+
+Usage::
+
+    python -m s4dm_jax.data.collect --env hopper --dataset medium --steps 200000 --seed 0 \
+        [--policy DIR] [--root DIR] [--name NAME] [--version 0]
+    python -m s4dm_jax.data.collect train-policy --env hopper --seed 0 [--out DIR] \
+        [--target-return R | --train-steps N]
+
+Dataset ids are ``s4dm/<env>/<name>-v<version>`` (name defaults to the dataset kind); an
+existing id is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENVS = {
+    # short name: (gymnasium id, D4RL ref max score ("expert"), D4RL ref min score)
+    "hopper": ("Hopper-v5", 3234.3, -20.272305),
+    "halfcheetah": ("HalfCheetah-v5", 12135.0, -280.178953),
+    "walker2d": ("Walker2d-v5", 4592.3, 1.629008),
+}
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+MEDIUM_FRACTION = 1.0 / 3.0
+NAMESPACE = "s4dm"
+
+
+class DatasetExistsError(FileExistsError):
+    """The requested dataset id already exists in the store."""
+
+
+def default_run_dir(env: str, seed: int) -> Path:
+    """Where ``--dataset medium`` trains/reuses its SAC run (policy/, replay.npz, log)."""
+    base = os.environ.get("S4DM_RUNS_PATH", os.path.join(os.path.expanduser("~"), ".s4dm_jax"))
+    return Path(base) / "runs" / f"{env}-medium-sac-s{seed}"
+
+
+def dataset_id(env: str, name: str, version: int) -> str:
+    """``s4dm/<env>/<name>-v<version>``."""
+    return f"{NAMESPACE}/{env}/{name}-v{version}"
+
+
+@contextlib.contextmanager
+def minari_root(root: str | os.PathLike | None):
+    """Temporarily point Minari's store (MINARI_DATASETS_PATH) at ``root`` (None: unchanged)."""
+    if root is None:
+        yield
+        return
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).absolute())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def store_path(ds_id: str, root: str | os.PathLike | None) -> Path:
+    """Directory a dataset id occupies in the store (``root`` None: Minari's default store)."""
+    if root is not None:
+        return Path(root).absolute() / ds_id
+    base = os.environ.get("MINARI_DATASETS_PATH",
+                          os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
+    return Path(base) / ds_id
+
+
+def check_new_id(ds_id: str, root) -> None:
+    """Raise DatasetExistsError if the id already exists (checked before any expensive work)."""
+    path = store_path(ds_id, root)
+    if path.exists():
+        raise DatasetExistsError(
+            f"dataset '{ds_id}' already exists at {path}; it is never overwritten. Delete that "
+            f"directory or choose another --name / --version."
+        )
+
+
+# --------------------------------------------------------------------------- rollouts
+def rollout(env_id: str, policy, steps: int, seed: int, *, deterministic: bool = False,
+            progress: bool = True, desc: str = "rollout") -> list[dict[str, np.ndarray]]:
+    """Roll out ``policy`` (a ``s4dm_jax.rl.Policy``; None = uniform random) for exactly ``steps``
+    environment steps in 1000-step episodes; the last episode is cut (truncated) at the budget.
+
+    Returns episodes: observations f64 [T+1, obs], actions f32 [T, act], rewards f64 [T],
+    terminations bool [T], truncations bool [T].
+    """
+    from tqdm.auto import tqdm
+
+    from s4dm_jax.rl import make_env
+
+    env = make_env(env_id)
+    act_dim = env.action_space.shape[0]
+    rng = np.random.default_rng(seed)
+    episodes = []
+    obs, _ = env.reset(seed=seed)
+    cur = _new_episode(obs)
+    with tqdm(total=steps, desc=desc, disable=not progress, mininterval=1.0) as pbar:
+        for t in range(steps):
+            if policy is None:
+                act = rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
+            else:
+                act = policy.act(obs, rng, deterministic)
+            obs, rew, term, trunc, _ = env.step(act)
+            trunc = bool(trunc) or (t == steps - 1 and not term)
+            cur["observations"].append(obs)
+            cur["actions"].append(np.asarray(act, np.float32))
+            cur["rewards"].append(float(rew))
+            cur["terminations"].append(bool(term))
+            cur["truncations"].append(trunc)
+            pbar.update(1)
+            if term or trunc:
+                episodes.append(_finish(cur))
+                if t < steps - 1:
+                    obs, _ = env.reset()
+                    cur = _new_episode(obs)
+    env.close()
+    return episodes
+
+
+def _new_episode(obs) -> dict[str, list]:
+    return {"observations": [obs], "actions": [], "rewards": [], "terminations": [],
+            "truncations": []}
+
+
+def _finish(cur: dict[str, list]) -> dict[str, np.ndarray]:
+    return {
+        "observations": np.asarray(cur["observations"], np.float64),
+        "actions": np.asarray(cur["actions"], np.float32),
+        "rewards": np.asarray(cur["rewards"], np.float64),
+        "terminations": np.asarray(cur["terminations"], bool),
+        "truncations": np.asarray(cur["truncations"], bool),
+    }
+
+
+def random_policy_return(env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """(mean, std) undiscounted return of the uniform random policy over ``episodes``."""
+    from s4dm_jax.rl import make_env
+
+    env = make_env(env_id)
+    rng = np.random.default_rng(seed)
+    returns = []
+    for ep in range(episodes):
+        env.reset(seed=seed + ep)
+        total, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape[0]))
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def replay_episodes(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
+    """Episodes of a saved SAC replay buffer (``replay.npz``), in collection order."""
+    from s4dm_jax.rl import ReplayBuffer, split_episodes
+
+    eps = split_episodes(ReplayBuffer.load(path).arrays())
+    for e in eps:
+        e["observations"] = e["observations"].astype(np.float64)
+        e["rewards"] = e["rewards"].astype(np.float64)
+    return eps
+
+
+# --------------------------------------------------------------------------- minari
+def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
+                 ref_max_score: float, description: str, extra: dict, root=None,
+                 obs_dtype: str = "float32", ref_episodes: int = 100):
+    """Write episodes with ``minari.create_dataset_from_buffers``; returns the MinariDataset.
+
+    Observations are stored as ``obs_dtype`` (float32 like D4RL: half the file size of the
+    env's float64 space; the stored observation_space is the env's Box with that dtype).
+    """
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    env = gym.make(env_id)
+    space = env.observation_space
+    obs_space = gym.spaces.Box(space.low.astype(obs_dtype), space.high.astype(obs_dtype),
+                               space.shape, dtype=obs_dtype)
+    env.close()
+
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=e["observations"].astype(obs_dtype),
+            actions=e["actions"],
+            rewards=e["rewards"],
+            terminations=e["terminations"],
+            truncations=e["truncations"],
+            infos={},
+        )
+        for i, e in enumerate(episodes)
+    ]
+    with minari_root(root):
+        check_new_id(ds_id, None)
+        ds = minari.create_dataset_from_buffers(
+            dataset_id=ds_id,
+            buffer=buffers,
+            env=env_id,
+            eval_env=env_id,
+            algorithm_name="SAC behaviour policy, D4RL recipe (s4dm_jax.data.collect)",
+            author="s4dm_jax",
+            author_email="n/a",
+            code_permalink="s4dm_jax/data/collect.py",
+            ref_min_score=float(ref_min_score),
+            ref_max_score=float(ref_max_score),
+            num_episodes_average_score=int(ref_episodes),
+            observation_space=obs_space,
+            description=description,
+        )
+        ds.storage.update_metadata(extra)
+    return ds
+
+
+def _episode_stats(episodes) -> dict:
+    rets = np.asarray([float(np.sum(e["rewards"])) for e in episodes])
+    lens = np.asarray([len(e["rewards"]) for e in episodes])
+    return {"steps": int(lens.sum()), "episodes": len(episodes),
+            "return_mean": float(rets.mean()), "return_std": float(rets.std()),
+            "return_min": float(rets.min()), "return_max": float(rets.max())}
+
+
+def _policy_desc(path) -> dict:
+    from s4dm_jax.rl import Policy
+
+    meta = Policy.load(path).meta
+    keys = ("env_id", "seed", "env_steps", "eval_return", "eval_mode", "command",
+            "reached_target", "target_return")
+    return {"path": str(path), **{k: meta[k] for k in keys if k in meta}}
+
+
+# --------------------------------------------------------------------------- commands
+def train_policy(env: str, seed: int, out: str | os.PathLike, *, target_return: float | None,
+                 max_steps: int, start_steps: int = 5_000, update_every: int = 50,
+                 eval_every: int = 5_000, eval_episodes: int = 10, command: str = "",
+                 progress: bool = True) -> Path:
+    """Run SAC and save ``out/policy`` (orbax actor + policy.json), ``out/replay.npz`` (every
+    transition, for medium-replay) and ``out/train_log.json``. Returns ``out``."""
+    from s4dm_jax.rl import train_sac
+
+    env_id = ENVS[env][0]
+    out = Path(out).absolute()
+    if (out / "policy").exists():
+        raise FileExistsError(f"{out} already holds a trained policy; delete it or pass --out")
+    out.mkdir(parents=True, exist_ok=True)
+    res = train_sac(env_id, seed=seed, max_steps=max_steps, target_return=target_return,
+                    start_steps=start_steps, update_every=update_every, eval_every=eval_every,
+                    eval_episodes=eval_episodes, progress=progress)
+    res.policy.meta["command"] = command
+    res.policy.save(out / "policy")
+    res.buffer.save(out / "replay.npz")
+    log = {"command": command, "env_id": env_id, "seed": seed, "env_steps": res.env_steps,
+           "eval_return": res.eval_return, "reached_target": res.reached_target,
+           "target_return": target_return, "wall_time_s": res.wall_time_s,
+           "history": res.history}
+    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+    print(f"SAC {env_id}: {res.env_steps} steps, eval return {res.eval_return:.1f} "
+          f"(target {target_return}), {res.wall_time_s:.0f} s -> {out}", flush=True)
+    return out
+
+
+def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | None = None,
+                   expert_policy: str | None = None, replay: str | None = None,
+                   run_dir: str | None = None, root: str | None = None, name: str | None = None,
+                   version: int = 0, deterministic: bool = False, ref_episodes: int = 100,
+                   sac_max_steps: int = 1_000_000, sac_start_steps: int = 5_000,
+                   obs_dtype: str = "float32", command: str = "",
+                   progress: bool = True) -> dict:
+    """Create one dataset; returns a summary dict (id, path, stats, refs, timings)."""
+    if env not in ENVS:
+        raise ValueError(f"unknown --env {env!r}; choose from {sorted(ENVS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown --dataset {kind!r}; choose from {KINDS}")
+    env_id, ref_max, d4rl_min = ENVS[env]
+    ds_id = dataset_id(env, name or kind, version)
+    check_new_id(ds_id, root)
+    t0 = time.time()
+    provenance: dict = {"kind": kind, "env": env, "env_id": env_id, "seed": seed,
+                        "command": command, "rollout_mode": "deterministic" if deterministic
+                        else "stochastic"}
+
+    def ensure_run() -> Path:
+        rd = Path(run_dir) if run_dir else default_run_dir(env, seed)
+        if not (rd / "policy").exists() or not (rd / "replay.npz").exists():
+            print(f"no SAC run in {rd}: training one (target return {ref_max / 3:.1f})",
+                  flush=True)
+            train_policy(env, seed, rd, target_return=ref_max * MEDIUM_FRACTION,
+                         max_steps=sac_max_steps, start_steps=sac_start_steps,
+                         command=command + "  [SAC run started by this command]",
+                         progress=progress)
+        return rd
+
+    from s4dm_jax.rl import Policy
+
+    if kind == "random":
+        episodes = rollout(env_id, None, steps, seed, progress=progress, desc=ds_id)
+        provenance["behavior_policy"] = "uniform random"
+    elif kind == "medium":
+        pol_path = Path(policy) if policy else ensure_run() / "policy"
+        provenance["behavior_policy"] = _policy_desc(pol_path)
+        episodes = rollout(env_id, Policy.load(pol_path), steps, seed,
+                           deterministic=deterministic, progress=progress, desc=ds_id)
+    elif kind == "medium-replay":
+        rp = Path(replay) if replay else ensure_run() / "replay.npz"
+        episodes = replay_episodes(rp)
+        provenance["behavior_policy"] = f"SAC replay buffer {rp} (steps argument not used)"
+        pol = rp.parent / "policy"
+        if pol.exists():
+            provenance["sac_run_policy"] = _policy_desc(pol)
+    else:  # expert / medium-expert
+        exp_path = expert_policy if kind == "medium-expert" else policy
+        if not exp_path:
+            flag = "--expert-policy" if kind == "medium-expert" else "--policy"
+            raise ValueError(
+                f"--dataset {kind} needs {flag} DIR: train one with `python -m "
+                f"s4dm_jax.data.collect train-policy --env {env} --train-steps 1000000`")
+        exp_steps = steps if kind == "expert" else steps - steps // 2
+        episodes = rollout(env_id, Policy.load(exp_path), exp_steps, seed + 1,
+                           deterministic=deterministic, progress=progress, desc=ds_id)
+        provenance["expert_policy"] = _policy_desc(exp_path)
+        if kind == "medium-expert":
+            pol_path = Path(policy) if policy else ensure_run() / "policy"
+            provenance["behavior_policy"] = _policy_desc(pol_path)
+            med = rollout(env_id, Policy.load(pol_path), steps // 2, seed,
+                          deterministic=deterministic, progress=progress, desc=ds_id)
+            episodes = med + episodes
+    t_roll = time.time() - t0
+
+    ref_min, ref_min_std = random_policy_return(env_id, ref_episodes, seed=1_000_000 + seed)
+    stats = _episode_stats(episodes)
+    provenance.update({
+        "ref_min_score_source": f"uniform random policy, mean of {ref_episodes} episodes "
+                                f"(std {ref_min_std:.2f})",
+        "ref_max_score_source": "D4RL reference max score (d4rl/infos.py) used as 'expert'; "
+                                "no expert was trained here",
+        "d4rl_ref_min_score": d4rl_min, "d4rl_ref_max_score": ref_max,
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **{f"dataset_{k}": v for k, v in stats.items()},
+    })
+    description = (
+        f"D4RL-recipe '{kind}' dataset for {env_id} generated by s4dm_jax. "
+        f"Command: {command} (seed {seed}). ref_max_score = D4RL expert reference "
+        f"{ref_max}; ref_min_score = measured uniform-random return."
+    )
+    t1 = time.time()
+    write_minari(ds_id, episodes, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
+                 description=description, extra={"s4dm_provenance": provenance}, root=root,
+                 obs_dtype=obs_dtype, ref_episodes=ref_episodes)
+    summary = {"dataset_id": ds_id, "path": str(store_path(ds_id, root)), **stats,
+               "ref_min_score": ref_min, "ref_max_score": ref_max,
+               "normalized_mean": 100 * (stats["return_mean"] - ref_min) / (ref_max - ref_min),
+               "rollout_time_s": t_roll, "write_time_s": time.time() - t1,
+               "wall_time_s": time.time() - t0}
+    print(json.dumps(summary, indent=2), flush=True)
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+def _create_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m s4dm_jax.data.collect",
+        description="Create a D4RL-recipe Minari dataset s4dm/<env>/<name>-v<version>. "
+                    "(Train a behaviour policy alone with: python -m s4dm_jax.data.collect "
+                    "train-policy --help)")
+    p.add_argument("--env", required=True, choices=sorted(ENVS))
+    p.add_argument("--dataset", required=True, choices=KINDS, help="dataset kind (recipe)")
+    p.add_argument("--steps", type=int, default=100_000,
+                   help="transitions to collect (medium-expert: half each; medium-replay: "
+                        "ignored, the whole replay buffer is used). D4RL used 1000000.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy", default=None,
+                   help="saved policy dir (medium / expert / medium part of medium-expert); "
+                        "medium without it trains SAC into --run-dir (or reuses that run)")
+    p.add_argument("--expert-policy", default=None, help="expert policy dir (medium-expert)")
+    p.add_argument("--replay", default=None, help="replay.npz of a SAC run (medium-replay)")
+    p.add_argument("--run-dir", default=None,
+                   help="SAC run dir for medium/medium-replay without --policy/--replay "
+                        "(default ~/.s4dm_jax/runs/<env>-medium-sac-s<seed>)")
+    p.add_argument("--root", default=None,
+                   help="Minari store root (default: MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.add_argument("--name", default=None, help="dataset name (default: the kind)")
+    p.add_argument("--version", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="roll out tanh(mean) instead of sampling (D4RL sampled)")
+    p.add_argument("--ref-episodes", type=int, default=100,
+                   help="random-policy episodes to measure ref_min_score")
+    p.add_argument("--obs-dtype", default="float32", choices=("float32", "float64"),
+                   help="stored observation dtype (float32 as D4RL; float64 = env's own)")
+    p.add_argument("--sac-max-steps", type=int, default=1_000_000)
+    p.add_argument("--sac-start-steps", type=int, default=5_000)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m s4dm_jax.data.collect train-policy",
+        description="Train a SAC behaviour policy; saves OUT/policy, OUT/replay.npz, "
+                    "OUT/train_log.json. Default: stop at 1/3 of the D4RL expert return "
+                    "(medium). --train-steps N: train N steps with no early stop (expert).")
+    p.add_argument("--env", required=True, choices=sorted(ENVS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None,
+                   help="run dir (default ~/.s4dm_jax/runs/<env>-medium-sac-s<seed>)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--target-return", type=float, default=None,
+                   help="stop when the eval return reaches this (default: D4RL max / 3)")
+    g.add_argument("--train-steps", type=int, default=None,
+                   help="fixed budget, no early stop (use for an expert policy)")
+    p.add_argument("--max-steps", type=int, default=1_000_000,
+                   help="step cap when stopping at a target return")
+    p.add_argument("--start-steps", type=int, default=5_000, help="random warm-up steps")
+    p.add_argument("--update-every", type=int, default=50,
+                   help="env steps between jitted lax.scan blocks of as many updates")
+    p.add_argument("--eval-every", type=int, default=5_000)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict | Path:
+    """CLI entry point (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m s4dm_jax.data.collect " + shlex.join(argv)
+    if argv and argv[0] == "train-policy":
+        a = _train_parser().parse_args(argv[1:])
+        if a.train_steps is not None:
+            target, max_steps = None, a.train_steps
+        else:
+            target = a.target_return if a.target_return is not None else (
+                ENVS[a.env][1] * MEDIUM_FRACTION)
+            max_steps = a.max_steps
+        out = a.out or default_run_dir(a.env, a.seed)
+        return train_policy(a.env, a.seed, out, target_return=target, max_steps=max_steps,
+                            start_steps=a.start_steps, update_every=a.update_every,
+                            eval_every=a.eval_every, eval_episodes=a.eval_episodes,
+                            command=command, progress=not a.no_progress)
+    a = _create_parser().parse_args(argv)
+    return create_dataset(
+        a.env, a.dataset, steps=a.steps, seed=a.seed, policy=a.policy,
+        expert_policy=a.expert_policy, replay=a.replay, run_dir=a.run_dir, root=a.root,
+        name=a.name, version=a.version, deterministic=a.deterministic,
+        ref_episodes=a.ref_episodes, sac_max_steps=a.sac_max_steps,
+        sac_start_steps=a.sac_start_steps, obs_dtype=a.obs_dtype, command=command,
+        progress=not a.no_progress)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DatasetExistsError, FileExistsError, ValueError) as err:
+        sys.exit(f"error: {err}")

@@ -85,7 +85,7 @@ def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, num
         new_state = {"step": state["step"] + 1,
                      "params": optax.apply_updates(state["params"], updates),
                      "opt_state": opt_state, "key": key}
-        return new_state, {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def chunk(state, arrays):
         return jax.lax.scan(lambda s, _: train_step(s, arrays), state, None, length=num_steps)

@@ -8,7 +8,7 @@ import textwrap
 
 import jax
 import numpy as np
-from conftest import ROOT, tiny_config
+from runner_configs import ROOT, tiny_config
 
 from s4dm_jax.nn import ssm_param_mask
 from s4dm_jax.train.optim import make_optimizer
@@ -43,7 +43,7 @@ def test_vmapped_three_seeds_equal_three_single_seed_runs():
 
 SCRIPT = textwrap.dedent("""
     import os, sys
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {root_tests!r}]
     import jax, numpy as np
     assert len(jax.devices()) == 4, jax.devices()
     from test_train_parallel import _setup
@@ -74,7 +74,8 @@ def test_data_parallel_step_on_four_cpu_devices_equals_single_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
     tests = os.path.join(ROOT, "tests", "train")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests, model="s4dm")],
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests, root_tests=os.path.dirname(tests),
+                                                         model="s4dm")],
                           capture_output=True, text=True, env=env, timeout=600, cwd=tests)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "DATA-PARALLEL OK" in proc.stdout

@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from runner_configs import ROOT, tiny_config
 
 from s4dm_jax.train import checkpoint
 from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
@@ -34,7 +34,8 @@ def _params_of_latest(workdir):
 
 
 @pytest.mark.parametrize("model", ["s4dm", "dt", "mamba", "bc"])
-def test_end_to_end_each_model(model, workdir):
+def test_end_to_end_each_model(model, tmp_path):
+    workdir = str(tmp_path / "run")
     results = train_and_evaluate(tiny_config(model), workdir, show_progress=False)
     for name in ("results.json", "results.md", "curves.png", "run_config.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
@@ -68,7 +69,8 @@ def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path):
         assert [h["step"] for h in json.load(f)] == [2, 4, 6]
 
 
-def test_workdir_of_another_run_is_refused_and_left_intact(workdir):
+def test_workdir_of_another_run_is_refused_and_left_intact(tmp_path):
+    workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config("bc", num_steps=2), workdir, show_progress=False)
     before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
     with pytest.raises(checkpoint.CheckpointMismatchError, match="different model"):
@@ -76,7 +78,8 @@ def test_workdir_of_another_run_is_refused_and_left_intact(workdir):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config("bc", num_steps=2), workdir, show_progress=False)
     with open(os.path.join(workdir, "results.json")) as f:
         first_results = f.read()
@@ -90,7 +93,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir):
         assert f.read() == first_results  # earlier results are not overwritten
 
 
-def test_bad_config_fields_get_clear_errors(workdir):
+def test_bad_config_fields_get_clear_errors(tmp_path):
+    workdir = str(tmp_path / "run")
     config = tiny_config("dt")
     config.model.not_a_field = 3
     with pytest.raises(ConfigError, match="not_a_field"):

@@ -1,11 +1,9 @@
-"""Shared helpers for runner tests: tiny, fast configs on the embedded dataset."""
+"""Tiny, fast runner configs on the embedded dataset (shared by tests/train)."""
 
 import importlib.util
 import os
 
-import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(model: str, preset: str = "embedded"):
@@ -45,8 +43,3 @@ TINY_MODEL = {
     "mamba": dict(d_model=16, n_layers=1, context_len=8),
     "bc": dict(hidden_dims=(16, 16)),
 }
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    return str(tmp_path / "run")

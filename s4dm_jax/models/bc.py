@@ -1,4 +1,4 @@
-"""Behaviour cloning: an MLP on the current state (the %BC variant is the sampler's top_fraction)."""
+"""Behaviour cloning: an MLP on the current state (%BC: the sampler's top_fraction)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ n_ssm = H: fully independent); C, D and dt are always per channel. Re(Lambda) is
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -40,7 +41,18 @@ INITS = MEASURES + ("diag-lin", "diag-inv")
 MAX_RE_LAMBDA = -1e-4
 
 
+@functools.lru_cache(maxsize=64)
 def ssm_init_arrays(init: str, d_state: int, mode: str):
+    """Cached `_ssm_init_arrays` (Flax runs `setup`, and so this, on every init, apply and
+    trace; the N x N eigendecomposition of `hippo.nplr` is not free). Arrays are read-only."""
+    arrays = _ssm_init_arrays(init, d_state, mode)
+    for a in arrays:
+        if a is not None:
+            a.flags.writeable = False
+    return arrays
+
+
+def _ssm_init_arrays(init: str, d_state: int, mode: str):
     """Initial (Lambda (M,), P (r, M) or None, B (M,)) complex128 numpy for an init name.
 
     dplr + measure: NPLR of the HiPPO measure. dplr + diag-*: S4D eigenvalues, B = 1, P = 0

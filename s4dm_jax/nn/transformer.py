@@ -1,4 +1,4 @@
-"""GPT-2 style causal transformer block (pre-LayerNorm, masked multi-head attention, 4x GELU MLP)."""
+"""GPT-2 style causal transformer block (pre-LayerNorm, masked attention, 4x GELU MLP)."""
 
 from __future__ import annotations
 

@@ -74,8 +74,8 @@ def test_data_parallel_step_on_four_cpu_devices_equals_single_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
     tests = os.path.join(ROOT, "tests", "train")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests, root_tests=os.path.dirname(tests),
-                                                         model="s4dm")],
+    script = SCRIPT.format(tests=tests, root_tests=os.path.dirname(tests), model="s4dm")
+    proc = subprocess.run([sys.executable, "-c", script],
                           capture_output=True, text=True, env=env, timeout=600, cwd=tests)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "DATA-PARALLEL OK" in proc.stdout

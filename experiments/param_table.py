@@ -1,0 +1,53 @@
+"""Trainable-parameter counts of the default configs of all four models on D4RL MuJoCo shapes.
+
+Uses `make_model` with each model's DEFAULTS and `param_count` / `param_table` from
+s4dm_jax.models (no `python -m` command in the package offers this table). Parameters are
+counted from shapes only (jax.eval_shape of `model.init`), so nothing is computed.
+
+    python experiments/param_table.py [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+
+from s4dm_jax.models import make_model, param_count, param_table
+
+MODELS = ("s4dm", "dt", "mamba", "bc")
+ENVS = {"hopper": (11, 3), "halfcheetah": (17, 6), "walker2d": (17, 6)}  # (obs_dim, act_dim)
+
+
+def count(name: str, obs_dim: int, act_dim: int) -> int:
+    """Parameter count of `name` with its DEFAULTS (shapes only)."""
+    model = make_model(name, obs_dim, act_dim)
+    return param_count(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+
+
+def rows() -> list[dict]:
+    """One row per environment: obs, act, a count per model and S4DM/DT in percent."""
+    out = []
+    for env, (obs, act) in ENVS.items():
+        row = {"env": env, "obs": obs, "act": act}
+        row.update({name: count(name, obs, act) for name in MODELS})
+        row["S4DM/DT %"] = 100.0 * row["s4dm"] / row["dt"]
+        out.append(row)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", metavar="OUT", help="also write the rows as JSON")
+    args = p.parse_args(argv)
+    table = rows()
+    print(param_table(table))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(table, fh, indent=2)
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.optim.learning_rate = 6.1e-4
     c.optim.ssm_learning_rate = 1e-3
     # Whole episodes from their first step: training sees the same history as the recurrent
-    # state at evaluation (see README, "S4DM training windows").
+    # state at evaluation (see README, "Models").
     c.episode_start_windows = True
     c.model.context_len = 1000
     c.batch_size = 16
@@ -22,7 +22,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
         c.model.update(d_model=32, d_state=64, n_layers=4, dropout=0.0)
         c.optim.learning_rate = 1e-3
         c.optim.warmup_steps = 200
-        c.num_steps = 1500
+        c.num_steps = 1000
         c.steps_per_call = 50
         c.log_every = 100
         c.checkpoint_every = 500

@@ -27,7 +27,6 @@ existing id is never overwritten.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from s4dm_jax.data.minari_io import store_env
 
 ENVS = {
     # short name: (gymnasium id, D4RL ref max score ("expert"), D4RL ref min score)
@@ -62,23 +63,6 @@ def default_run_dir(env: str, seed: int) -> Path:
 def dataset_id(env: str, name: str, version: int) -> str:
     """``s4dm/<env>/<name>-v<version>``."""
     return f"{NAMESPACE}/{env}/{name}-v{version}"
-
-
-@contextlib.contextmanager
-def minari_root(root: str | os.PathLike | None):
-    """Temporarily point Minari's store (MINARI_DATASETS_PATH) at ``root`` (None: unchanged)."""
-    if root is None:
-        yield
-        return
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).absolute())
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
 
 
 def store_path(ds_id: str, root: str | os.PathLike | None) -> Path:
@@ -218,7 +202,7 @@ def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
         )
         for i, e in enumerate(episodes)
     ]
-    with minari_root(root):
+    with store_env(root):
         check_new_id(ds_id, None)
         ds = minari.create_dataset_from_buffers(
             dataset_id=ds_id,

@@ -97,10 +97,14 @@ def _hub_reachable(timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
 
 
 @contextlib.contextmanager
-def _store_env(store: Path):
-    """Point MINARI_DATASETS_PATH at `store` for the duration of the block, then restore it."""
+def store_env(store: str | os.PathLike | None):
+    """Point MINARI_DATASETS_PATH at `store` (absolute) for the duration of the block, then
+    restore it; None leaves it unchanged."""
+    if store is None:
+        yield
+        return
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(store)
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(store).absolute())
     try:
         yield
     finally:
@@ -126,7 +130,7 @@ def _download(dataset_id: str, store: Path, dataset_dir: Path) -> None:
     import minari
 
     try:
-        with _store_env(store):
+        with store_env(store):
             minari.download_dataset(dataset_id)
     except Exception as e:
         raise DatasetError(f"{where}: download failed ({type(e).__name__}: {e}). "

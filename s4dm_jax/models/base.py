@@ -10,6 +10,7 @@ The wrapped module implements `__call__(batch, train)` -> preds [B,K,act] and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,6 +105,14 @@ class DecisionModel:
         Returns: (carry, a_t f32 [B,act] in [-1,1] | logits f32 [B,n_actions]).
         """
         return self.module.apply(params, carry, rtg_t, s_t, a_prev, t, method="step")
+
+
+def hyperparameter_defaults(module_cls) -> dict:
+    """{field: default} of a decision-model module's hyperparameters: every dataclass field but
+    the shapes (obs_dim, act_dim, discrete) and Flax's own (parent, name). The module's fields
+    are the one source of truth for DEFAULTS, `make_model` and the configs."""
+    skip = {"obs_dim", "act_dim", "discrete", "parent", "name"}
+    return {f.name: f.default for f in dataclasses.fields(module_cls) if f.name not in skip}
 
 
 def action_loss(preds: jax.Array, actions: jax.Array, mask: jax.Array,

@@ -5,13 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import action_head
-
-DEFAULTS = {
-    "context_len": 1,
-    "hidden_dims": (256, 256),
-    "dropout": 0.0,
-}
+from s4dm_jax.models.base import action_head, hyperparameter_defaults
 
 
 class BCModule(nn.Module):
@@ -41,3 +35,6 @@ class BCModule(nn.Module):
         """Ignores history: (carry, head(MLP(s_t)))."""
         del rtg_t, a_prev, t
         return carry, self({"states": s_t}, train=False)
+
+
+DEFAULTS = hyperparameter_defaults(BCModule)

@@ -12,17 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import embed_actions
+from s4dm_jax.models.base import embed_actions, hyperparameter_defaults
 from s4dm_jax.nn.transformer import TransformerBlock
-
-DEFAULTS = {
-    "context_len": 20,
-    "d_model": 128,
-    "n_layers": 3,
-    "n_heads": 1,
-    "dropout": 0.1,
-    "max_ep_len": 1000,
-}
 
 
 def interleave(r, s, a):
@@ -116,3 +107,5 @@ class DecisionTransformerModule(nn.Module):
         preds = self(w, train=False)
         return w, preds[:, -1]
 
+
+DEFAULTS = hyperparameter_defaults(DecisionTransformerModule)

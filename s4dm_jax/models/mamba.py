@@ -14,19 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s4dm_jax.models.base import hyperparameter_defaults
 from s4dm_jax.models.dt import TrajectoryEmbed
 from s4dm_jax.nn.mamba import MambaResidualBlock, mamba_init_state
-
-DEFAULTS = {
-    "context_len": 20,
-    "d_model": 128,
-    "n_layers": 3,
-    "d_state": 16,
-    "d_conv": 4,
-    "expand": 2,
-    "dropout": 0.1,
-    "max_ep_len": 1000,
-}
 
 
 class DecisionMambaModule(nn.Module):
@@ -96,3 +86,6 @@ class DecisionMambaModule(nn.Module):
         states, _ = self._advance(states, r_tok)
         states, y = self._advance(states, s_tok)
         return {"layers": states, "started": jnp.ones_like(started)}, self._out(y)
+
+
+DEFAULTS = hyperparameter_defaults(DecisionMambaModule)

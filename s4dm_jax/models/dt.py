@@ -45,6 +45,29 @@ class TrajectoryEmbed(nn.Module):
         return interleave(r, s, a)
 
 
+def interleaved_step(embed, embed_ln, advance, states, started, rtg_t, s_t, a_prev, t):
+    """One environment step of a recurrent model over interleaved (R, s, a) tokens.
+
+    Pushes the token of a_{t-1} (kept out of the state where `started` is False, i.e. at an
+    episode's first step), then R_t and s_t, through `advance(states, token [B,H]) -> (states,
+    out [B,H])`. a_{t-1} belongs to step t-1, so with a timestep embedding it gets t-1's.
+    embed: a TrajectoryEmbed; embed_ln: the LayerNorm after it; rtg_t [B], s_t [B,obs],
+    a_prev [B,act] | int [B], t int [B], started bool [B] -> (states, out of the s_t token).
+    """
+    tokens = embed(rtg_t[:, None], s_t[:, None], a_prev[:, None], t[:, None])
+    r_tok, s_tok = embed_ln(tokens[:, 0]), embed_ln(tokens[:, 1])
+    if embed.use_timestep:
+        tokens = embed(rtg_t[:, None], s_t[:, None], a_prev[:, None],
+                       jnp.maximum(t - 1, 0)[:, None])
+    a_tok = embed_ln(tokens[:, 2])
+    after_a, _ = advance(states, a_tok)
+    states = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(started.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+        after_a, states)
+    states, _ = advance(states, r_tok)
+    return advance(states, s_tok)
+
+
 class DecisionTransformerModule(nn.Module):
     """Decision Transformer. step keeps a fixed-size left-padded window of the last K steps in the
     carry and re-runs the model on it (no growing arrays, no recompilation)."""

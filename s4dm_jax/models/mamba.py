@@ -11,11 +11,10 @@ padding equals starting from the zero state.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from s4dm_jax.models.base import hyperparameter_defaults
-from s4dm_jax.models.dt import TrajectoryEmbed
+from s4dm_jax.models.dt import TrajectoryEmbed, interleaved_step
 from s4dm_jax.nn.mamba import MambaResidualBlock, mamba_init_state
 
 
@@ -72,19 +71,9 @@ class DecisionMambaModule(nn.Module):
 
     def step(self, carry, rtg_t, s_t, a_prev, t):
         """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
-        tokens = self.embed(rtg_t[:, None], s_t[:, None], a_prev[:, None], t[:, None])
-        r_tok, s_tok = self.embed_ln(tokens[:, 0]), self.embed_ln(tokens[:, 1])
-        prev = self.embed(rtg_t[:, None], s_t[:, None], a_prev[:, None],
-                          jnp.maximum(t - 1, 0)[:, None])
-        a_tok = self.embed_ln(prev[:, 2])
-        states = carry["layers"]
-        after_a, _ = self._advance(states, a_tok)
         started = carry["started"]
-        states = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(started.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-            after_a, states)
-        states, _ = self._advance(states, r_tok)
-        states, y = self._advance(states, s_tok)
+        states, y = interleaved_step(self.embed, self.embed_ln, self._advance, carry["layers"],
+                                     started, rtg_t, s_t, a_prev, t)
         return {"layers": states, "started": jnp.ones_like(started)}, self._out(y)
 
 

@@ -22,11 +22,10 @@ started from the zero state.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from s4dm_jax.models.base import embed_actions, hyperparameter_defaults
-from s4dm_jax.models.dt import TrajectoryEmbed
+from s4dm_jax.models.dt import TrajectoryEmbed, interleaved_step
 from s4dm_jax.nn.s4 import S4Block, s4_init_state
 
 TOKEN_LAYOUTS = ("step", "interleaved")
@@ -139,22 +138,10 @@ class S4DMModule(nn.Module):
             tok = self.embed_ln(self._step_tokens(rtg_t, s_t, a, t))
             ssm, y = self._advance(carry["ssm"], tok)
             return {"ssm": ssm}, self._out(y)
-        # interleaved: the tokens of a length-1 window are (R_t, s_t, a_prev); a_prev belongs to
-        # step t-1 (its timestep embedding, if any, is that of t-1)
-        tokens = self.embed(rtg_t[:, None], s_t[:, None], a_prev[:, None], t[:, None])
-        r_tok, s_tok = self.embed_ln(tokens[:, 0]), self.embed_ln(tokens[:, 1])
-        if self.timestep_embedding:
-            tokens = self.embed(rtg_t[:, None], s_t[:, None], a_prev[:, None],
-                                jnp.maximum(t - 1, 0)[:, None])
-        a_tok = self.embed_ln(tokens[:, 2])
-        ssm = carry["ssm"]
-        after_a, _ = self._advance(ssm, a_tok)
+        # interleaved: a_{t-1} (from the second step on), R_t, s_t
         started = carry["started"]
-        ssm = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(started.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-            after_a, ssm)
-        ssm, _ = self._advance(ssm, r_tok)
-        ssm, y = self._advance(ssm, s_tok)
+        ssm, y = interleaved_step(self.embed, self.embed_ln, self._advance, carry["ssm"],
+                                  started, rtg_t, s_t, a_prev, t)
         return {"ssm": ssm, "started": jnp.ones_like(started)}, self._out(y)
 
 

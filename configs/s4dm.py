@@ -19,7 +19,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.model.context_len = 1000
     c.batch_size = 16
     if c.preset == "embedded":
-        c.model.update(d_model=32, d_state=64, n_layers=4, dropout=0.0)
+        c.model.update(d_model=32, n_layers=4, dropout=0.0)
+        c.model.ssm.d_state = 64
         c.optim.learning_rate = 1e-3
         c.optim.warmup_steps = 200
         c.num_steps = 1000

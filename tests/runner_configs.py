@@ -38,7 +38,7 @@ def tiny_config(model: str, **overrides):
 
 # Smallest sensible sizes per model (keys are the models' DEFAULTS keys).
 TINY_MODEL = {
-    "s4dm": dict(d_model=16, d_state=8, n_layers=2, context_len=8),
+    "s4dm": dict(d_model=16, ssm=dict(d_state=8), n_layers=2, context_len=8),
     "dt": dict(d_model=16, n_layers=1, n_heads=1, context_len=8),
     "mamba": dict(d_model=16, n_layers=1, context_len=8),
     "bc": dict(hidden_dims=(16, 16)),

@@ -80,6 +80,7 @@ def _run(model, params, envs, num_seeds, per_seed, targets, episodes, mean, std,
         )
     space = envs.single_action_space
     discrete = isinstance(space, gym.spaces.Discrete)
+    params = jax.jit(jax.vmap(model.prepare_step))(params)
     step_fn = jax.jit(jax.vmap(model.step))
 
     carry = model.init_carry(per_seed)
@@ -137,6 +138,7 @@ def render_episode(model, params, path: str, *, env_id: str, state_mean, state_s
     env = gym.make(env_id, render_mode="rgb_array")
     try:
         step_fn = jax.jit(model.step)
+        params = jax.jit(model.prepare_step)(params)
         carry = model.init_carry(1)
         obs, _ = env.reset(seed=seed)
         rtg = np.array([target / rtg_scale], np.float32)

@@ -15,7 +15,13 @@ from __future__ import annotations
 import copy
 
 from s4dm_jax.models import bc, dt, mamba, s4dm
-from s4dm_jax.models.base import DecisionModel, action_loss, param_count, param_table
+from s4dm_jax.models.base import (
+    DecisionModel,
+    action_loss,
+    module_kwargs,
+    param_count,
+    param_table,
+)
 
 _MODULES = {
     "s4dm": s4dm.S4DMModule,
@@ -50,11 +56,15 @@ def make_model(name: str, obs_dim: int, act_dim: int, *, discrete: bool = False,
         raise TypeError(f"model {name!r} does not take {unknown}; accepted keyword arguments: "
                         f"{sorted(DEFAULTS[name])}")
     config = copy.deepcopy(DEFAULTS[name])
-    config.update(kwargs)
+    for key, value in kwargs.items():  # nested settings (e.g. ssm) update field by field
+        if isinstance(config.get(key), dict) and hasattr(value, "items"):
+            config[key] = {**config[key], **dict(value)}
+        else:
+            config[key] = value
     if "hidden_dims" in config:
         config["hidden_dims"] = tuple(int(w) for w in config["hidden_dims"])
     module = _MODULES[name](obs_dim=int(obs_dim), act_dim=int(act_dim), discrete=bool(discrete),
-                            **config)
+                            **module_kwargs(_MODULES[name], config))
     return DecisionModel(name, module, obs_dim=obs_dim, act_dim=act_dim, discrete=discrete,
                          context_len=config["context_len"], config=config)
 

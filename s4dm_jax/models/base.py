@@ -5,7 +5,9 @@ pure functions of their arguments (jit/vmap/grad friendly). Batches are dicts
   "rtg" f32 [B,K], "states" f32 [B,K,obs], "actions" f32 [B,K,act] (discrete: int32 [B,K]),
   "timesteps" int32 [B,K], "mask" f32 [B,K] (1 = real step, 0 = left padding).
 The wrapped module implements `__call__(batch, train)` -> preds [B,K,act] and
-`step(carry, rtg_t, s_t, a_prev, t)` -> (carry, out [B,act]).
+`step(carry, rtg_t, s_t, a_prev, t)` -> (carry, out [B,act]); a module whose step needs
+quantities derived from the parameters once per rollout (S4DM: each S4 layer's readout C from
+its trained C~) also implements `setup_step()`, which fills the "step" variable collection.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from s4dm_jax.nn.s4 import STEP_COLLECTION
 
 
 class DecisionModel:
@@ -92,6 +96,15 @@ class DecisionModel:
         return action_loss(preds, batch["actions"], batch["mask"], self.discrete)
 
     # ------------------------------------------------------------------ inference path
+    def prepare_step(self, params: dict) -> dict:
+        """Variables for `step`: `params` plus what the module precomputes from them once per
+        rollout (its "step" collection). Pure and jittable; identity for models that need
+        nothing. Call it again whenever the parameters change."""
+        if not hasattr(self.module, "setup_step"):
+            return params
+        _, extra = self.module.apply(params, method="setup_step", mutable=[STEP_COLLECTION])
+        return {**params, **extra}
+
     def init_carry(self, batch_size: int):
         """Carry for `step` at the start of an episode (fixed shapes)."""
         return self.module.init_carry(batch_size)
@@ -100,8 +113,8 @@ class DecisionModel:
              t: jax.Array):
         """One environment step.
 
-        Args: carry; rtg_t f32 [B]; s_t f32 [B,obs]; a_prev f32 [B,act] (discrete: int32 [B]),
-          zeros at t=0; t int32 [B] (the episode timestep).
+        Args: params from `prepare_step`; carry; rtg_t f32 [B]; s_t f32 [B,obs]; a_prev
+          f32 [B,act] (discrete: int32 [B]), zeros at t=0; t int32 [B] (the episode timestep).
         Returns: (carry, a_t f32 [B,act] in [-1,1] | logits f32 [B,n_actions]).
         """
         return self.module.apply(params, carry, rtg_t, s_t, a_prev, t, method="step")
@@ -110,9 +123,28 @@ class DecisionModel:
 def hyperparameter_defaults(module_cls) -> dict:
     """{field: default} of a decision-model module's hyperparameters: every dataclass field but
     the shapes (obs_dim, act_dim, discrete) and Flax's own (parent, name). The module's fields
-    are the one source of truth for DEFAULTS, `make_model` and the configs."""
+    are the one source of truth for DEFAULTS, `make_model` and the configs. A field holding a
+    dataclass (e.g. S4DM's `ssm: S4Config`) becomes a nested dict of its fields."""
     skip = {"obs_dim", "act_dim", "discrete", "parent", "name"}
-    return {f.name: f.default for f in dataclasses.fields(module_cls) if f.name not in skip}
+    return {f.name: (dataclasses.asdict(f.default) if dataclasses.is_dataclass(f.default)
+                     else f.default)
+            for f in dataclasses.fields(module_cls) if f.name not in skip}
+
+
+def module_kwargs(module_cls, config: Mapping[str, Any]) -> dict:
+    """Keyword arguments for `module_cls` from plain config values: a nested mapping given for
+    a dataclass-valued field is turned back into that dataclass (unknown keys -> TypeError)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(module_cls)}
+    out = dict(config)
+    for key, value in config.items():
+        default = defaults.get(key)
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            fields = {f.name for f in dataclasses.fields(default)}
+            unknown = sorted(set(value) - fields)
+            if unknown:
+                raise TypeError(f"{key} does not take {unknown}; accepted: {sorted(fields)}")
+            out[key] = dataclasses.replace(default, **dict(value))
+    return out
 
 
 def action_loss(preds: jax.Array, actions: jax.Array, mask: jax.Array,

@@ -17,6 +17,10 @@ Token layouts (`token_layout`):
 Padding: the input of every S4 layer is zeroed at padded (mask 0) positions, so a left-padded
 window gives the same predictions on its real steps as the unpadded window, and equals `step`
 started from the zero state.
+
+The S4 blocks run as one `nn.S4Stack` (nn.scan over layers). Their kernels are built for the
+training sequence length (context_len tokens, or 3 * context_len interleaved) and `step` needs
+the parameters from `DecisionModel.prepare_step` (each layer's readout C from its trained C~).
 """
 
 from __future__ import annotations
@@ -26,11 +30,9 @@ import jax.numpy as jnp
 
 from s4dm_jax.models.base import embed_actions, hyperparameter_defaults
 from s4dm_jax.models.dt import TrajectoryEmbed, interleaved_step
-from s4dm_jax.nn.s4 import S4Block, s4_init_state
+from s4dm_jax.nn.s4 import S4Config, S4Stack, s4_stack_init_state
 
 TOKEN_LAYOUTS = ("step", "interleaved")
-
-
 
 class S4DMModule(nn.Module):
     """S4 Decision Model. Fields: see DEFAULTS (d_model = H channels, d_state = N)."""
@@ -40,12 +42,9 @@ class S4DMModule(nn.Module):
     discrete: bool = False
     context_len: int = 20
     d_model: int = 18  # S4DM has <= 15% of DT's parameters on hopper (13.7%)
-    d_state: int = 256
     n_layers: int = 16
-    mode: str = "dplr"
-    ssm_init: str = "legs"
-    discretization: str = "bilinear"
-    n_ssm: int = 1
+    ssm: S4Config = S4Config(d_state=256)
+    remat: bool = False
     dropout: float = 0.1
     token_layout: str = "step"
     timestep_embedding: bool = False
@@ -68,11 +67,9 @@ class S4DMModule(nn.Module):
                 self.embed_timestep = nn.Embed(self.max_ep_len, h)
         self.embed_ln = nn.LayerNorm()
         self.drop = nn.Dropout(self.dropout)
-        self.blocks = [
-            S4Block(h, self.d_state, self.mode, self.ssm_init, self.discretization, self.n_ssm,
-                    self.dropout)
-            for _ in range(self.n_layers)
-        ]
+        tokens_per_step = 3 if self.token_layout == "interleaved" else 1
+        self.blocks = S4Stack(self.n_layers, h, tokens_per_step * self.context_len, self.ssm,
+                              self.dropout, self.remat)
         self.ln_f = nn.LayerNorm()
         self.head = nn.Dense(self.act_dim)
 
@@ -107,27 +104,21 @@ class S4DMModule(nn.Module):
             x = self._step_tokens(batch["rtg"], batch["states"], a_prev * m_prev[..., None],
                                   batch["timesteps"])
         x = self.drop(self.embed_ln(x), deterministic=not train)
-        for blk in self.blocks:
-            x = blk(x, mask, train=train)
+        x = self.blocks(x, mask, train=train)
         if self.token_layout == "interleaved":
             x = x[:, 1::3]
         return self._out(x)
 
     # ------------------------------------------------------------------ inference path
+    def setup_step(self) -> None:
+        """Precompute every S4 layer's step readout (the "step" collection; see prepare_step)."""
+        self.blocks.setup_step()
+
     def init_carry(self, batch_size: int):
-        ssm = [s4_init_state(batch_size, self.d_model, self.d_state)
-               for _ in range(self.n_layers)]
+        ssm = s4_stack_init_state(batch_size, self.n_layers, self.d_model, self.ssm.d_state)
         if self.token_layout == "interleaved":
             return {"ssm": ssm, "started": jnp.zeros((batch_size,), bool)}
         return {"ssm": ssm}
-
-    def _advance(self, ssm, x):
-        """Push one token x [B,H] through all blocks: (new per-layer states, output [B,H])."""
-        new = []
-        for blk, st in zip(self.blocks, ssm, strict=True):
-            st, x = blk.step(st, x)
-            new.append(st)
-        return new, x
 
     def step(self, carry, rtg_t, s_t, a_prev, t):
         """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
@@ -136,11 +127,11 @@ class S4DMModule(nn.Module):
             # for discrete actions the int 0 passed at t = 0 would otherwise be one-hot(0))
             a = embed_actions(a_prev, self.discrete, self.act_dim) * (t > 0)[:, None]
             tok = self.embed_ln(self._step_tokens(rtg_t, s_t, a, t))
-            ssm, y = self._advance(carry["ssm"], tok)
+            ssm, y = self.blocks.step(carry["ssm"], tok)
             return {"ssm": ssm}, self._out(y)
         # interleaved: a_{t-1} (from the second step on), R_t, s_t
         started = carry["started"]
-        ssm, y = interleaved_step(self.embed, self.embed_ln, self._advance, carry["ssm"],
+        ssm, y = interleaved_step(self.embed, self.embed_ln, self.blocks.step, carry["ssm"],
                                   started, rtg_t, s_t, a_prev, t)
         return {"ssm": ssm, "started": jnp.ones_like(started)}, self._out(y)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 
 from s4dm_jax.nn.mamba import MambaBlock, MambaResidualBlock, mamba_init_state
-from s4dm_jax.nn.s4 import S4Block, S4Layer, s4_init_state
+from s4dm_jax.nn.s4 import STEP_COLLECTION, S4Block, S4Config, S4Layer, S4Stack, s4_init_state
 from s4dm_jax.nn.transformer import CausalSelfAttention, TransformerBlock
 
 # Leaf names of the S4 SSM parameters (see S4Layer). Mamba's A_log / dt_proj are not included:
@@ -34,6 +34,7 @@ def ssm_param_mask(params):
 
 
 __all__ = [
-    "SSM_PARAM_NAMES", "CausalSelfAttention", "MambaBlock", "MambaResidualBlock", "S4Block",
-    "S4Layer", "TransformerBlock", "mamba_init_state", "s4_init_state", "ssm_param_mask",
+    "SSM_PARAM_NAMES", "STEP_COLLECTION", "CausalSelfAttention", "MambaBlock",
+    "MambaResidualBlock", "S4Block", "S4Config", "S4Layer", "S4Stack", "TransformerBlock",
+    "mamba_init_state", "s4_init_state", "ssm_param_mask",
 ]

@@ -1,31 +1,35 @@
-"""S4 / S4D layer and the S4 residual block (Flax linen).
+"""S4 / S4D layer, the residual S4 block and a scanned stack of blocks (Flax linen).
 
 S4Layer maps H channels independently with one linear SSM each, through two call paths that
 compute the same function:
-  * `__call__(u [B,L,H])`: convolution path (kernel K [L,H], causal FFT convolution) for training;
+  * `__call__(u [B,L,H])`: convolution path (kernel K [L,H], causal FFT convolution), training;
   * `step(state, u_t [B,H])`: recurrent path with an explicit complex state [B,H,M], O(M H) per
-    step, for inference.
+    step, inference. It needs the readout C that `setup_step` computes once per rollout
+    (through `DecisionModel.prepare_step`), stored in the "step" variable collection.
 
-Kernel modes:
-  * "dplr" (S4): A = Lambda - P P^*, bilinear discretisation, kernel by Cauchy + Woodbury.
-    The layer learns C itself (not the official C_tilde): the convolution path turns it into
-    C_tilde = (I - Ab^L)^T C for the actual input length L on every call (`dplr_c_tilde_scan`,
-    O(L M) per channel, equal to ssm.kernels.dplr_c_tilde), and `step` uses C directly. So the
-    step path needs no matrix inverse or power, reproduces the convolution path for any
-    sequence length and runs past the training length without re-baking C. (The price: an
-    L-step scan per layer in the training forward pass.)
-  * "diag" (S4D): A = diag(Lambda), kernel by Vandermonde, "zoh" or "bilinear" discretisation.
+Kernel modes (`S4Config.mode`):
+  * "dplr" (S4): A = diag(Lambda) - P P^* on the conjugate-completed N = 2M state system (the
+    two halves are coupled through P; see ssm.kernels), bilinear discretisation, kernel by
+    Cauchy + Woodbury. As in the official S4 code the layer trains C~ = (I - Ab^L)^T C for the
+    kernel length L = `l_max` directly (parameters C_tilde_re/_im), so the training forward
+    pass has no sequential work: kernel generation is vectorised over channels. `setup_step`
+    converts C~ to C once (dense, O(N^3 log L) per channel). A "legs" init is the HiPPO-LegS
+    system exactly; "legt", "lagt" and "fout" have Re(Lambda) = 0 and are HiPPO's A minus
+    1e-4 I (the Re(Lambda) <= -1e-4 clamp, as in the official code; fout needs it, see
+    hippo.nplr).
+  * "diag" (S4D): A = diag(Lambda), kernel by Vandermonde ("zoh" or "bilinear"), C trained as C
+    (parameters C_re/_im); 2 Re of the M-mode system is exact here.
 
 Parameters (complex values as real pairs): Lambda_re/_im [n_ssm, M], P_re/_im [n_ssm, r, M]
-(dplr only), B_re/_im [n_ssm, M], C_re/_im [H, M], D [H], log_dt [H]. M = d_state // 2 modes
-of a conjugate-symmetric system (outputs are 2 Re(.)). `n_ssm` copies of (Lambda, P, B) are
-shared by the H channels (n_ssm = 1: tied across channels, the official S4 `n_ssm=1` option;
-n_ssm = H: fully independent); C, D and dt are always per channel. Re(Lambda) is clipped to
-<= -1e-4 when used. The SSM parameters (Lambda, P, B, log_dt) are what `ssm_param_mask` selects.
+(dplr only), B_re/_im [n_ssm, M], C_tilde_re/_im (dplr) or C_re/_im (diag) [H, M], D [H],
+log_dt [H]. `n_ssm` copies of (Lambda, P, B) are shared by the H channels (1: tied, the
+official `n_ssm=1`; H: independent); C, D and dt are per channel. Re(Lambda) is clamped to
+<= -1e-4 when used. `ssm_param_mask` selects Lambda, P, B and log_dt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -36,46 +40,81 @@ import numpy as np
 
 from s4dm_jax.ssm import conv, discretize, hippo, kernels, recurrence
 
-MEASURES = ("legs", "legt", "lagt", "fout")
+MEASURES = hippo.MEASURES
 INITS = MEASURES + ("diag-lin", "diag-inv")
 MAX_RE_LAMBDA = -1e-4
+STEP_COLLECTION = "step"  # variable collection holding what `setup_step` precomputes
+
+
+@dataclasses.dataclass(frozen=True)
+class S4Config:
+    """Hyperparameters of an S4 / S4D layer (one definition for layer, block, stack and model).
+
+    d_state: state size N (even; M = N/2 complex modes are stored).
+    mode: "dplr" (S4, Cauchy kernel, bilinear only) or "diag" (S4D, Vandermonde kernel).
+    init: "legs" | "legt" | "lagt" | "fout" | "diag-lin" | "diag-inv".
+    discretization: "bilinear" | "zoh" ("zoh" needs mode="diag").
+    n_ssm: number of (Lambda, P, B) copies shared by the channels (divides H).
+    dt_min, dt_max: range of the log-uniform dt init.
+    """
+
+    d_state: int = 64
+    mode: str = "dplr"
+    init: str = "legs"
+    discretization: str = "bilinear"
+    n_ssm: int = 1
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+
+    def __post_init__(self):
+        if self.mode not in ("dplr", "diag"):
+            raise ValueError(f"S4 mode must be 'dplr' or 'diag', got {self.mode!r}")
+        if self.discretization not in ("bilinear", "zoh"):
+            raise ValueError(f"discretization must be 'bilinear' or 'zoh', got "
+                             f"{self.discretization!r}")
+        if self.mode == "dplr" and self.discretization != "bilinear":
+            raise ValueError("mode='dplr' (Cauchy kernel) is defined for bilinear "
+                             "discretisation only; use mode='diag' for zoh")
+        if self.init not in INITS:
+            raise ValueError(f"unknown S4 init {self.init!r}; choose one of {INITS}")
+        if int(self.d_state) <= 0 or int(self.d_state) % 2:
+            raise ValueError(f"d_state={self.d_state} must be even and > 0 (N/2 conjugate "
+                             "modes are kept)")
+        if int(self.n_ssm) < 1:
+            raise ValueError(f"n_ssm={self.n_ssm} must be >= 1")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
 
 
 @functools.lru_cache(maxsize=64)
 def ssm_init_arrays(init: str, d_state: int, mode: str):
-    """Cached `_ssm_init_arrays` (Flax runs `setup`, and so this, on every init, apply and
-    trace; the N x N eigendecomposition of `hippo.nplr` is not free). Arrays are read-only."""
-    arrays = _ssm_init_arrays(init, d_state, mode)
+    """Initial (Lambda (M,), P (r, M) or None, B (M,)) complex128 numpy for an init name.
+
+    Cached: Flax runs `setup`, and so this, on every init, apply and trace, and the N x N
+    eigendecomposition of `hippo.nplr` is not free. Arrays are read-only.
+    dplr + measure: hippo.nplr(measure, N, max_real=-1e-4). dplr + diag-*: S4D eigenvalues,
+    B = 1, P = 0 (rank 1; P then stays 0 in training since its gradient vanishes at 0).
+    diag + legs: S4D-LegS (hippo.s4d_legs); diag + other measures: the NPLR's diagonal part
+    (Lambda, B), P dropped; diag-lin / diag-inv: S4D-Lin / S4D-Inv with B = 1.
+    """
+    config = S4Config(d_state=d_state, mode=mode, init=init)  # validates
+    m = config.d_state // 2
+    if init in MEASURES:
+        if mode == "diag" and init == "legs":
+            lam, b = hippo.s4d_legs(d_state)
+            p = None
+        else:
+            lam, p, b, _ = hippo.nplr(init, d_state, max_real=MAX_RE_LAMBDA)
+            p = p if mode == "dplr" else None
+    else:
+        lam = hippo.s4d_lin(d_state) if init == "diag-lin" else hippo.s4d_inv(d_state)
+        p = np.zeros((1, m)) if mode == "dplr" else None
+        b = np.ones(m)
+    arrays = tuple(None if a is None else np.asarray(a, np.complex128) for a in (lam, p, b))
     for a in arrays:
         if a is not None:
             a.flags.writeable = False
     return arrays
-
-
-def _ssm_init_arrays(init: str, d_state: int, mode: str):
-    """Initial (Lambda (M,), P (r, M) or None, B (M,)) complex128 numpy for an init name.
-
-    dplr + measure: NPLR of the HiPPO measure. dplr + diag-*: S4D eigenvalues, B = 1, P = 0
-    (rank 1; P then stays 0 in training since its gradient vanishes at 0). diag + legs: S4D-LegS
-    (hippo.s4d_legs); diag + other measures: the NPLR's diagonal part (Lambda, B), P dropped;
-    diag-lin / diag-inv: S4D-Lin / S4D-Inv with B = 1.
-    """
-    if init not in INITS:
-        raise ValueError(f"unknown S4 init {init!r}; choose one of {INITS}")
-    if d_state % 2:
-        raise ValueError(f"d_state={d_state} must be even (N/2 conjugate modes are kept)")
-    m = d_state // 2
-    if init in MEASURES:
-        if mode == "diag" and init == "legs":
-            lam, b = hippo.s4d_legs(d_state)
-            return np.asarray(lam, np.complex128), None, np.asarray(b, np.complex128)
-        lam, p, b, _ = hippo.nplr(init, d_state)
-        lam, p, b = (np.asarray(z, np.complex128) for z in (lam, p, b))
-        return lam, (p if mode == "dplr" else None), b
-    lam = hippo.s4d_lin(d_state) if init == "diag-lin" else hippo.s4d_inv(d_state)
-    lam = np.asarray(lam, np.complex128)
-    p = np.zeros((1, m), np.complex128) if mode == "dplr" else None
-    return lam, p, np.ones(m, np.complex128)
 
 
 def _const_init(value: np.ndarray):
@@ -93,18 +132,9 @@ def _log_dt_init(dt_min: float, dt_max: float):
     return init
 
 
-def dplr_c_tilde_scan(Lambda, P, B, C, dt, length: int):
-    """C~ = (I - Ab^L)^T C in O(L M rank) (same value as ssm.kernels.dplr_c_tilde).
-
-    A = diag(Lambda) - P^T conj(P) gives A^T = diag(Lambda) - conj(P)^T P, again DPLR, and
-    Ab^T is the bilinear discretisation of A^T (Ab is a rational function of A). So (Ab^T)^L C
-    is L zero-input DPLR steps from x0 = C (ssm.recurrence.dplr_scan), with no dense M x M
-    matrix power or inverse. Lambda (M,), P (r, M), B (M,), C (M,) complex, dt scalar -> (M,).
-    """
-    pc = jnp.conj(P)
-    x_l, _ = recurrence.dplr_scan(Lambda, pc, pc, B, C, dt, jnp.zeros((length,), dt.dtype),
-                                  x0=C)
-    return C - x_l
+def s4_init_state(batch_size: int, d_model: int, d_state: int, dtype=jnp.complex64):
+    """Zero S4 recurrent state [B, H, d_state // 2] (complex)."""
+    return jnp.zeros((batch_size, d_model, d_state // 2), dtype)
 
 
 class S4Layer(nn.Module):
@@ -112,36 +142,23 @@ class S4Layer(nn.Module):
 
     Attributes:
       d_model: channels H.
-      d_state: state size N (even; M = N/2 complex modes are stored).
-      mode: "dplr" (S4, Cauchy kernel, bilinear only) or "diag" (S4D, Vandermonde kernel).
-      ssm_init: "legs" | "legt" | "lagt" | "fout" | "diag-lin" | "diag-inv".
-      discretization: "bilinear" | "zoh" ("zoh" needs mode="diag").
-      n_ssm: number of (Lambda, P, B) copies shared by the channels (divides H).
-      dt_min, dt_max: range of the log-uniform dt init.
+      l_max: longest input length; the dplr kernel (and C~) is computed for this length and
+        truncated to shorter inputs.
+      ssm: S4Config.
     """
 
     d_model: int
-    d_state: int = 64
-    mode: str = "dplr"
-    ssm_init: str = "legs"
-    discretization: str = "bilinear"
-    n_ssm: int = 1
-    dt_min: float = 1e-3
-    dt_max: float = 1e-1
+    l_max: int
+    ssm: S4Config = S4Config()
 
     def setup(self):
-        if self.mode not in ("dplr", "diag"):
-            raise ValueError(f"S4Layer mode must be 'dplr' or 'diag', got {self.mode!r}")
-        if self.discretization not in ("bilinear", "zoh"):
-            raise ValueError(f"discretization must be 'bilinear' or 'zoh', got "
-                             f"{self.discretization!r}")
-        if self.mode == "dplr" and self.discretization != "bilinear":
-            raise ValueError("mode='dplr' (Cauchy kernel) is defined for bilinear "
-                             "discretisation only; use mode='diag' for zoh")
-        if self.d_model % self.n_ssm:
-            raise ValueError(f"n_ssm={self.n_ssm} must divide d_model={self.d_model}")
-        lam, p, b = ssm_init_arrays(self.ssm_init, self.d_state, self.mode)
-        m, s = lam.shape[0], self.n_ssm
+        cfg = self.ssm
+        if self.d_model % cfg.n_ssm:
+            raise ValueError(f"n_ssm={cfg.n_ssm} must divide d_model={self.d_model}")
+        if int(self.l_max) < 1:
+            raise ValueError(f"l_max={self.l_max} must be >= 1")
+        lam, p, b = ssm_init_arrays(cfg.init, cfg.d_state, cfg.mode)
+        m, s = lam.shape[0], cfg.n_ssm
         self.Lambda_re = self.param("Lambda_re", _const_init(lam.real), (s, m))
         self.Lambda_im = self.param("Lambda_im", _const_init(lam.imag), (s, m))
         if p is not None:
@@ -150,43 +167,46 @@ class S4Layer(nn.Module):
         self.B_re = self.param("B_re", _const_init(b.real), (s, m))
         self.B_im = self.param("B_im", _const_init(b.imag), (s, m))
         std = 0.5 ** 0.5  # complex normal with unit variance
-        self.C_re = self.param("C_re", nn.initializers.normal(std), (self.d_model, m))
-        self.C_im = self.param("C_im", nn.initializers.normal(std), (self.d_model, m))
+        c_name = "C_tilde" if cfg.mode == "dplr" else "C"
+        self.C_re = self.param(c_name + "_re", nn.initializers.normal(std), (self.d_model, m))
+        self.C_im = self.param(c_name + "_im", nn.initializers.normal(std), (self.d_model, m))
         self.D = self.param("D", nn.initializers.normal(1.0), (self.d_model,))
-        self.log_dt = self.param("log_dt", _log_dt_init(self.dt_min, self.dt_max),
+        self.log_dt = self.param("log_dt", _log_dt_init(cfg.dt_min, cfg.dt_max),
                                  (self.d_model,))
 
     # ------------------------------------------------------------------ parameters per channel
     def _channel_params(self):
-        """Per-channel complex (Lambda [H,M], P [H,r,M] | None, B [H,M], C [H,M]) and dt [H]."""
-        rep = self.d_model // self.n_ssm
+        """Per-channel complex (Lambda [H,M], P [H,r,M] | None, B [H,M], C [H,M]) and dt [H].
+
+        C is the trained readout parameter: C~ in dplr mode, C in diag mode.
+        """
+        rep = self.d_model // self.ssm.n_ssm
 
         def per_channel(x):
             return jnp.repeat(x, rep, axis=0)
 
         lam = jax.lax.complex(jnp.minimum(self.Lambda_re, MAX_RE_LAMBDA), self.Lambda_im)
         b = jax.lax.complex(self.B_re, self.B_im)
-        p = jax.lax.complex(self.P_re, self.P_im) if self.mode == "dplr" else None
+        p = jax.lax.complex(self.P_re, self.P_im) if self.ssm.mode == "dplr" else None
         c = jax.lax.complex(self.C_re, self.C_im)
         lam, b = per_channel(lam), per_channel(b)
         p = per_channel(p) if p is not None else None
         return lam, p, b, c, jnp.exp(self.log_dt)
 
     def kernel(self, length: int) -> jax.Array:
-        """Convolution kernel K [L, H] (real): K[l, h] = 2 Re(C_h Ab_h^l Bb_h)."""
+        """Convolution kernel K [length, H] (real): K[l, h] = C2_h Ab_h^l Bb2_h (completed
+        system; 2 Re of the M-mode system in diag mode)."""
+        if not 1 <= length <= self.l_max:
+            raise ValueError(f"S4Layer got a sequence of length {length}, but its kernel is "
+                             f"built for at most l_max={self.l_max}; raise l_max (the model's "
+                             "context length)")
         lam, p, b, c, dt = self._channel_params()
-        if self.mode == "dplr":
-            def one(lam_h, p_h, b_h, c_h, dt_h):
-                ct = dplr_c_tilde_scan(lam_h, p_h, b_h, c_h, dt_h, length)
-                return kernels.cauchy_dplr(lam_h, p_h, b_h, ct, dt_h, length)
-
-            k = jax.vmap(one)(lam, p, b, c, dt)
+        if self.ssm.mode == "dplr":
+            k = jax.vmap(kernels.cauchy_dplr, in_axes=(0, 0, 0, 0, 0, None))(
+                lam, p, b, c, dt, self.l_max)[:, :length]
         else:
-            def one(lam_h, b_h, c_h, dt_h):
-                return kernels.vandermonde(lam_h, b_h, c_h, dt_h, length,
-                                           method=self.discretization)
-
-            k = jax.vmap(one)(lam, b, c, dt)
+            k = jax.vmap(kernels.vandermonde, in_axes=(0, 0, 0, 0, None, None))(
+                lam, b, c, dt, length, self.ssm.discretization)
         return k.T  # [L, H]
 
     def __call__(self, u: jax.Array) -> jax.Array:
@@ -195,22 +215,35 @@ class S4Layer(nn.Module):
         return jax.vmap(conv.causal_conv, in_axes=(0, None, None))(u, k, self.D)
 
     # ------------------------------------------------------------------ recurrent path
+    def setup_step(self) -> None:
+        """Store the step readout C [H, M] in the "step" collection (dplr: C from the trained
+        C~ for l_max, `ssm.kernels.dplr_c_from_tilde`; diag: C itself). Call with
+        `mutable=["step"]` once per set of parameters."""
+        lam, p, b, c, dt = self._channel_params()
+        if self.ssm.mode == "dplr":
+            c = jax.vmap(kernels.dplr_c_from_tilde, in_axes=(0, 0, 0, 0, 0, None))(
+                lam, p, b, c, dt, self.l_max)
+        self.put_variable(STEP_COLLECTION, "C", c)
+
     def init_state(self, batch_size: int, dtype=jnp.complex64) -> jax.Array:
         """Zero state [B, H, M] (complex)."""
-        return s4_init_state(batch_size, self.d_model, self.d_state, dtype)
+        return s4_init_state(batch_size, self.d_model, self.ssm.d_state, dtype)
 
     def step(self, state: jax.Array, u_t: jax.Array):
         """Recurrent path: state [B,H,M] complex, u_t [B,H] -> (state, y_t [B,H])."""
-        lam, p, b, c, dt = self._channel_params()
-        if self.mode == "dplr":
-            def one(lam_h, p_h, b_h, c_h, dt_h, x_h, u_h):
-                return recurrence.dplr_step(lam_h, p_h, p_h, b_h, c_h, dt_h, x_h, u_h)
-
-            channels = jax.vmap(one)
-            state, y = jax.vmap(channels, in_axes=(None,) * 5 + (0, 0))(
-                lam, p, b, c, dt, state, u_t)
+        if not self.has_variable(STEP_COLLECTION, "C"):
+            raise ValueError(
+                "S4Layer.step needs the readout computed from the trained parameters: call "
+                "DecisionModel.prepare_step(params) (or apply setup_step with "
+                f"mutable=['{STEP_COLLECTION}']) and pass its result to step")
+        lam, p, b, _, dt = self._channel_params()
+        c = self.get_variable(STEP_COLLECTION, "C")
+        if self.ssm.mode == "dplr":
+            channels = jax.vmap(recurrence.dplr_step)
+            state, y = jax.vmap(channels, in_axes=(None,) * 6 + (0, 0))(
+                lam, p, p, b, c, dt, state, u_t)
         else:
-            disc = (discretize.zoh_diag if self.discretization == "zoh"
+            disc = (discretize.zoh_diag if self.ssm.discretization == "zoh"
                     else discretize.bilinear_diag)
             ab, bb = jax.vmap(disc)(lam, b, dt)
 
@@ -223,29 +256,20 @@ class S4Layer(nn.Module):
         return state, y.astype(u_t.dtype) + self.D * u_t
 
 
-def s4_init_state(batch_size: int, d_model: int, d_state: int, dtype=jnp.complex64):
-    """Zero S4 recurrent state [B, H, d_state // 2] (complex)."""
-    return jnp.zeros((batch_size, d_model, d_state // 2), dtype)
-
-
 class S4Block(nn.Module):
     """Residual S4 block: x + Dropout(GLU(Dense(2H)(Dropout(GELU(S4(LN(x))))))).
 
-    Attributes: d_model, d_state, mode, ssm_init, discretization, n_ssm (see S4Layer), dropout.
+    Attributes: d_model, l_max, ssm (see S4Layer), dropout.
     """
 
     d_model: int
-    d_state: int = 64
-    mode: str = "dplr"
-    ssm_init: str = "legs"
-    discretization: str = "bilinear"
-    n_ssm: int = 1
+    l_max: int
+    ssm: S4Config = S4Config()
     dropout: float = 0.0
 
     def setup(self):
         self.norm = nn.LayerNorm()
-        self.s4 = S4Layer(self.d_model, self.d_state, self.mode, self.ssm_init,
-                          self.discretization, self.n_ssm)
+        self.s4 = S4Layer(self.d_model, self.l_max, self.ssm)
         self.out = nn.Dense(2 * self.d_model)
         self.drop = nn.Dropout(self.dropout)
 
@@ -265,10 +289,75 @@ class S4Block(nn.Module):
             u = u * mask[..., None]
         return self._post(x, self.s4(u), train)
 
+    def setup_step(self) -> None:
+        self.s4.setup_step()
+
     def init_state(self, batch_size: int, dtype=jnp.complex64):
-        return s4_init_state(batch_size, self.d_model, self.d_state, dtype)
+        return s4_init_state(batch_size, self.d_model, self.ssm.d_state, dtype)
 
     def step(self, state, x_t):
         """state [B,H,M], x_t [B,H] -> (state, y_t [B,H]) (inference: no dropout)."""
         state, y = self.s4.step(state, self.norm(x_t))
         return state, self._post(x_t, y, False)
+
+
+class S4Stack(nn.Module):
+    """`n_layers` S4Blocks of identical shape run under `nn.scan` (parameters stacked on a
+    leading layer axis), so compile time does not grow with depth.
+
+    Attributes: n_layers, d_model, l_max, ssm, dropout (see S4Block); remat: recompute each
+    block's activations in the backward pass (`nn.remat`, less memory for long sequences on
+    accelerators).
+    """
+
+    n_layers: int
+    d_model: int
+    l_max: int
+    ssm: S4Config = S4Config()
+    dropout: float = 0.0
+    remat: bool = False
+
+    def setup(self):
+        self.block = S4Block(self.d_model, self.l_max, self.ssm, self.dropout)
+
+    def _scan(self, fn, carry, xs=None):
+        return nn.scan(fn, variable_axes={"params": 0, STEP_COLLECTION: 0},
+                       split_rngs={"params": True, "dropout": True}, length=self.n_layers)(
+            self.block, carry, xs)
+
+    def __call__(self, x, mask=None, *, train: bool = False):
+        """x [B,L,H], mask [B,L] or None -> [B,L,H]."""
+        def body(block, h, _):
+            return block(h, mask, train=train), None
+
+        if self.remat:
+            body = nn.remat(body, prevent_cse=False)
+        return self._scan(body, x)[0]
+
+    def setup_step(self) -> None:
+        """Every block's `S4Layer.setup_step` (into the "step" collection)."""
+        def body(block, carry, _):
+            block.setup_step()
+            return carry, None
+
+        self._scan(body, jnp.zeros(()))
+
+    def init_state(self, batch_size: int, dtype=jnp.complex64):
+        """Zero states of all layers [B, n_layers, H, M] (batch first, like every carry)."""
+        return s4_stack_init_state(batch_size, self.n_layers, self.d_model, self.ssm.d_state,
+                                   dtype)
+
+    def step(self, states, x_t):
+        """states [B,n_layers,H,M], x_t [B,H] -> (states, y_t [B,H])."""
+        def body(block, h, state):
+            state, h = block.step(state, h)
+            return h, state
+
+        y, states = self._scan(body, x_t, jnp.swapaxes(states, 0, 1))
+        return jnp.swapaxes(states, 0, 1), y
+
+
+def s4_stack_init_state(batch_size: int, n_layers: int, d_model: int, d_state: int,
+                        dtype=jnp.complex64):
+    """Zero states of an S4Stack [B, n_layers, H, d_state // 2] (complex)."""
+    return jnp.zeros((batch_size, n_layers, d_model, d_state // 2), dtype)

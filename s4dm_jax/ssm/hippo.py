@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 MEASURES = ("legs", "legt", "lagt", "fout")
+FOUT_DEAD_STATE_DAMPING = 1.0  # see nplr: decay rate given to FouT's never-excited state 1
 
 
 def _check_measure(measure: str) -> None:
@@ -127,35 +128,62 @@ def reconstruct(Lambda: np.ndarray, P: np.ndarray, V: np.ndarray) -> np.ndarray:
     return V @ (np.diag(Lambda) - P.T @ P.conj()) @ V.conj().T
 
 
-def nplr(measure: str, N: int, b_clip: float | None = 2.0):
+def nplr(measure: str, N: int, max_real: float | None = None):
     """Diagonal-plus-low-rank form of a HiPPO matrix, M = N // 2 conjugate modes kept.
 
     Implements "NPLR -> DPLR": keeps the M modes with Im(Lambda) <= 0 (sorted ascending),
-    P~ = V^* P, B~ = V^* B, and clips Im(B~) to [-b_clip, b_clip] (None: no clip).
-    A zero-frequency conjugate pair (the fout measure) is represented by one complex mode
-    whose vector spans the 2-dim real eigenspace with its conjugate.
-    Args: measure, N even.
-    Returns: Lambda (M,), P (rank, M), B (M,), V (N, M) complex128.
-    Raises: ValueError for odd N.
+    P~ = V^* P, B~ = V^* B. The M modes stand for the real N-state system of their conjugate
+    completion, diag([Lambda, conj Lambda]) - [P~, conj P~][P~, conj P~]^* in the basis
+    [V, conj V] (the halves are coupled through P~; see ssm.kernels): for a real readout c,
+    C = c V gives exactly the HiPPO system (A, B, c). Eigenvector phases are chosen so that
+    B~ is real and >= 0 (no clipping of Im(B~) is needed, unlike the official code's
+    B_clip, which changes the system). A zero-frequency conjugate pair (fout) is represented
+    by one complex mode whose vector spans the 2-dim real eigenspace with its conjugate.
+
+    Re(Lambda) is the same for every mode: -1/2 for legs, 0 for legt, lagt and fout (their
+    normal part is skew-symmetric). `max_real` clamps it, Re(Lambda) <- min(Re(Lambda),
+    max_real), which is exactly the DPLR form of A - (Re(Lambda) - max_real)^+ I (what the S4
+    layer's Re(Lambda) <= -1e-4 clamp does). fout has an exact zero eigenvalue (its state 1,
+    sin(0 t), is a dead state), a pole of the DPLR Cauchy kernel at w = 1: it needs
+    max_real < 0 and raises otherwise; its never-excited state 1 is also damped (rank 2, same
+    kernels; see the code comment).
+    Args: measure, N even, max_real None or a float.
+    Returns: Lambda (M,), P (rank, M), B (M,) (imaginary part 0), V (N, M), complex128.
+    Raises: ValueError for odd N, or fout without max_real < 0.
     """
     M = _check_even(N, "nplr")
-    A, B = transition(measure, N)
+    _, B = transition(measure, N)
     P = rank_correction(measure, N)
-    Lambda, _, _, V = nplr_full(measure, N)
-    Lambda, V = Lambda[:M].copy(), V[:, :M].copy()
+    if measure == "fout":
+        # FouT's state 1 (sin(0 t)) is dead: its row and column of A and its entry of B are 0,
+        # so it is never excited and never feeds another state. Damping it,
+        # A - e1 e1^T = S - [P; e1]^T [P; e1], leaves every kernel c Ab^l Bb unchanged but keeps
+        # I - Ab^L well conditioned (the C~ -> C readout conversion needs that in float32).
+        # The DPLR form becomes rank 2; Lambda and V are those of the same normal part S.
+        P = np.concatenate([P, np.eye(1, N, 1) * FOUT_DEAD_STATE_DAMPING])
+    Lambda, _, _, V_all = nplr_full(measure, N)
+    Lambda, V = Lambda[:M].copy(), V_all[:, :M].copy()
     tol = 1e-4
     if M >= 2 and abs(Lambda[M - 2].imag) < tol:
         raise ValueError(f"measure {measure!r}, N={N}: more than one zero-frequency mode")
     if abs(Lambda[M - 1].imag) < tol:
         # Modes M-1 and M both have frequency ~0: their joint eigenspace is real.
-        V[:, M - 1] = _real_pair_vector(nplr_full(measure, N)[3][:, M - 1:M + 1])
+        V[:, M - 1] = _real_pair_vector(V_all[:, M - 1:M + 1])
         Lambda[M - 1] = Lambda[M - 1].real
-    Vh = V.conj().T
-    Bt = Vh @ B
+    # Phase convention: V[:, m] -> V[:, m] e^{i phi_m} with B~_m = V[:, m]^* B real >= 0.
+    Bt = V.conj().T @ B
+    V = V * np.exp(1j * np.angle(Bt))[None, :]
+    Bt = V.conj().T @ B
     Pt = P @ V.conj()
-    if b_clip is not None:
-        Bt = Bt.real + 1j * np.clip(Bt.imag, -b_clip, b_clip)
-    return Lambda, Pt, Bt, V
+    if max_real is not None:
+        Lambda = np.minimum(Lambda.real, max_real) + 1j * Lambda.imag
+    if np.any(np.abs(Lambda) < 1e-9):
+        raise ValueError(
+            f"nplr({measure!r}, {N}) has an exact zero eigenvalue (FouT's state 1 is identically "
+            "zero), a pole of the DPLR Cauchy kernel at w = 1. Pass max_real < 0 (the S4 layer "
+            "uses -1e-4) for the DPLR form of A - |max_real| I, or use transition() with the "
+            "dense kernels.")
+    return Lambda, Pt, Bt.real.astype(np.complex128), V
 
 
 def s4d_lin(N: int) -> np.ndarray:

@@ -1,12 +1,21 @@
 """Convolution kernels K_l = C Ab^l Bb, l < L (REFERENCE.md section 1, "Kernels").
 
 Three views of the same kernel:
-- `naive`: explicit recurrence over the dense discrete system (the test oracle);
-- `vandermonde`: diagonal (S4D) systems, a Vandermonde product over M = N//2 modes;
-- `cauchy_dplr`: diagonal-plus-low-rank (S4) systems through a Cauchy kernel and the
-  Woodbury identity at the L-th roots of unity, then an inverse FFT.
-Conjugate-symmetric (M-mode) systems return the real kernel 2 Re(.). The dtype follows the
-inputs (complex64 -> float32, complex128 -> float64).
+- `naive`: explicit powers of a dense discrete system (the test oracle);
+- `vandermonde`: diagonal (S4D) systems, a Vandermonde product over M = N/2 modes;
+- `cauchy_dplr`: diagonal-plus-low-rank (S4) systems, a Cauchy kernel and the Woodbury
+  identity at the L-th roots of unity, then an inverse real FFT.
+
+Conjugate symmetry. An M-mode system (Lambda, P, Q, B, C) here always stands for the real
+N = 2M state system of its conjugate completion (`conj_complete`):
+    Lambda2 = [Lambda, conj Lambda], P2 = [P, conj P], Q2 = [Q, conj Q], B2 = [B, conj B],
+    C2 = [C, conj C],   A = diag(Lambda2) - P2^T conj(Q2)   (2M x 2M, see `dplr_dense`),
+whose state stays conjugate symmetric, so only its first half is stored and y = 2 Re(C x).
+The low-rank term couples each mode with the conjugate half: for DPLR systems the kernel is
+NOT 2 Re of an M-mode kernel (that is true only for diagonal systems, P = 0). For a HiPPO
+matrix in the basis V of `hippo.nplr` and a real readout c, C = c V makes this system exactly
+(A_hippo, B_hippo, c). The dtype follows the inputs (complex64 -> float32, complex128 ->
+float64).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from s4dm_jax.ssm import discretize
@@ -26,6 +36,12 @@ def _complex_dtype(*xs):
 
 def _real_dtype(cdtype):
     return jnp.finfo(cdtype).dtype
+
+
+def conj_complete(x):
+    """[x, conj x] along the last axis: (..., M) -> (..., 2M)."""
+    x = jnp.asarray(x)
+    return jnp.concatenate([x, jnp.conj(x)], axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
@@ -67,83 +83,190 @@ def vandermonde(Lambda, B, C, dt, L: int, method: str = "zoh"):
     return 2.0 * jnp.real((C * Bb) @ vander)
 
 
-def dplr_dense(Lambda, P, Q=None):
-    """Dense DPLR matrix A = diag(Lambda) - sum_r P_r Q_r^* (for tests and the C~ maps).
+# ----------------------------------------------------------------------------- dense DPLR
 
-    Lambda (M,), P (rank, M), Q (rank, M) or None (= P) -> A (M, M) complex.
+
+def dplr_dense(Lambda, P, Q=None):
+    """Dense A of the conjugate-completed DPLR system: diag(Lambda2) - P2^T conj(Q2).
+
+    Lambda (M,), P (rank, M), Q (rank, M) or None (= P) -> A (2M, 2M) complex.
     """
     Q = P if Q is None else Q
-    return jnp.diag(Lambda) - jnp.asarray(P).T @ jnp.conj(jnp.asarray(Q))
+    P2, Q2 = conj_complete(P), conj_complete(Q)
+    return jnp.diag(conj_complete(Lambda)) - P2.T @ jnp.conj(Q2)
 
 
 def dplr_discrete(Lambda, P, B, dt, Q=None):
-    """Dense bilinear discretisation of the DPLR system. -> Ab (M, M), Bb (M,)."""
+    """Dense bilinear discretisation of the completed DPLR system -> Ab (2M, 2M), Bb (2M,)."""
     cdtype = _complex_dtype(Lambda, P, B)
     A = dplr_dense(jnp.asarray(Lambda, cdtype), jnp.asarray(P, cdtype),
                    None if Q is None else jnp.asarray(Q, cdtype))
-    return discretize.bilinear(A, jnp.asarray(B, cdtype), dt)
+    return discretize.bilinear(A, conj_complete(jnp.asarray(B, cdtype)), dt)
 
 
-def _power_L(Lambda, P, B, dt, L, Q):
-    Ab, _ = dplr_discrete(Lambda, P, B, dt, Q)
-    return jnp.linalg.matrix_power(Ab, int(L))
+def _one_minus_power_T(Lambda, P, B, dt, L, Q):
+    """(I - Ab^L)^T of the completed system (2M, 2M), without cancellation.
+
+    I - Ab^L = (I - Ab) S_L with S_L = sum_{l<L} Ab^l (by doubling over the bits of L) and
+    I - Ab = -(I - dt/2 A)^-1 dt A (bilinear), so a slowly decaying mode (Ab^L ~ I) keeps its
+    relative accuracy in float32, where 1 - Ab^L itself would cancel.
+    """
+    cdtype = _complex_dtype(Lambda, P, B)
+    A = dplr_dense(jnp.asarray(Lambda, cdtype), jnp.asarray(P, cdtype),
+                   None if Q is None else jnp.asarray(Q, cdtype))
+    eye = jnp.eye(A.shape[0], dtype=A.dtype)
+    left = eye - (dt / 2.0) * A
+    Ab = jnp.linalg.solve(left, eye + (dt / 2.0) * A)
+    one_minus_Ab = -jnp.linalg.solve(left, dt * A)
+    S, power = jnp.zeros_like(eye), eye  # S_n, Ab^n for n = 0
+    for bit in bin(int(L))[2:]:  # L is static: at most log2(L) + 1 iterations
+        S, power = S + power @ S, power @ power  # n -> 2n
+        if bit == "1":
+            S, power = S + power, power @ Ab  # n -> n + 1
+    return (one_minus_Ab @ S).T
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
 def dplr_c_tilde(Lambda, P, B, C, dt, L: int, Q=None):
-    """C~ = (I - Ab^L)^T C, which bakes the truncation to length L into C.
+    """C~ = (I - Ab^L)^T C of the completed system (first half), which bakes the truncation
+    to length L into C.
 
-    With y = C x (no conjugation) the kernel's generating function is
-    sum_{l<L} K_l w^l = C (I - Ab^L)(I - w Ab)^-1 Bb at w^L = 1, hence the transpose
-    (the official code stores conj(C), where the same map reads (I - Ab^L)^* C).
+    With y = C x (no conjugation), sum_{l<L} K_l w^l = C (I - Ab^L)(I - w Ab)^-1 Bb at
+    w^L = 1, hence the transpose (the official code stores conj(C), where the same map reads
+    (I - Ab^L)^* C). C~2 is conjugate symmetric like C2, so its first half is returned.
+    Dense O(N^3 log L): for set-up and tests, not for a training step.
     Lambda (M,), P (rank, M), B (M,), C (M,), dt scalar, L static int -> C~ (M,).
     """
-    AL = _power_L(Lambda, P, B, dt, L, Q)
-    C = jnp.asarray(C, AL.dtype)
-    return C - AL.T @ C
+    M = jnp.shape(Lambda)[-1]
+    T = _one_minus_power_T(Lambda, P, B, dt, L, Q)
+    return (T @ conj_complete(jnp.asarray(C, T.dtype)))[:M]
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
 def dplr_c_from_tilde(Lambda, P, B, C_tilde, dt, L: int, Q=None):
-    """Inverse of `dplr_c_tilde`: C = ((I - Ab^L)^T)^-1 C~. Shapes as dplr_c_tilde."""
-    AL = _power_L(Lambda, P, B, dt, L, Q)
-    eye = jnp.eye(AL.shape[0], dtype=AL.dtype)
-    C_tilde = jnp.asarray(C_tilde, AL.dtype)
-    return jnp.linalg.solve((eye - AL).T, C_tilde[:, None])[:, 0]
+    """Inverse of `dplr_c_tilde`: C = ((I - Ab^L)^T)^-1 C~ (first half). Shapes as there.
+
+    This is the readout the recurrent view needs when C~ is what was trained.
+    """
+    M = jnp.shape(Lambda)[-1]
+    T = _one_minus_power_T(Lambda, P, B, dt, L, Q)
+    C2 = jnp.linalg.solve(T, conj_complete(jnp.asarray(C_tilde, T.dtype))[:, None])[:, 0]
+    return C2[:M]
+
+
+# ----------------------------------------------------------------------------- Cauchy
 
 
 def roots_of_unity(L: int, dtype=jnp.complex64):
-    """w_k = exp(-2 pi i k / L), k < L. (L,) complex."""
-    rdtype = _real_dtype(dtype)
-    return jnp.exp((-2j * jnp.pi / L) * jnp.arange(L, dtype=rdtype)).astype(dtype)
+    """w_k = exp(-2 pi i k / L), k < L. (L,) complex (a constant: computed in numpy)."""
+    return jnp.asarray(np.exp((-2j * np.pi / L) * np.arange(L)), dtype)
+
+
+def _inverse_den(alpha, beta, y):
+    """(Re, Im) of 1/Den, Den = alpha^2 + (beta - y)(beta + y) - 2i alpha y, as two (M, K)
+    arrays (modes first) for alpha, beta (M,), y (K,)."""
+    a, b, yk = alpha[:, None], beta[:, None], y[None, :]
+    re = a * a + (b - yk) * (b + yk)
+    im = -2.0 * a * yk
+    q = 1.0 / (re * re + im * im)
+    return re * q, -im * q
+
+
+@jax.custom_vjp
+def _cauchy_products(alpha, beta, y, vv):
+    """(Re(1/Den)^T @ vv, Im(1/Den)^T @ vv), each (K, J2), for alpha, beta (M,), y (K,),
+    vv (M, J2) real.
+
+    A custom VJP: autodiff would store (or, under remat, recompute and re-traverse) several
+    (M, K) intermediates per channel; the hand-written backward recomputes 1/Den once and
+    needs matrix products and one elementwise pass (d(1/Den) = -Den^-2 dDen). The (M, K)
+    orientation keeps every product's contraction on a fast axis for XLA:CPU's batched dots.
+    """
+    gr, gi = _inverse_den(alpha, beta, y)
+    return gr.T @ vv, gi.T @ vv
+
+
+def _cauchy_products_fwd(alpha, beta, y, vv):
+    return _cauchy_products(alpha, beta, y, vv), (alpha, beta, y, vv)
+
+
+def _cauchy_products_bwd(res, ct):
+    alpha, beta, y, vv = res
+    ct_r, ct_i = ct  # (K, J2)
+    gr, gi = _inverse_den(alpha, beta, y)  # (M, K)
+    gr_bar, gi_bar = vv @ ct_r.T, vv @ ct_i.T  # cotangents of Re(1/Den), Im(1/Den): (M, K)
+    # Z = -conj(g_bar) G^2; dL/dtheta = Re(Z dDen/dtheta) with dDen/dalpha = 2 alpha - 2i y,
+    # dDen/dbeta = 2 beta, dDen/dy = -2 y - 2i alpha.
+    p, q = gr * gr - gi * gi, 2.0 * gr * gi
+    zr = -(gr_bar * p + gi_bar * q)
+    zi = -(gr_bar * q - gi_bar * p)
+    zr_m = jnp.sum(zr, axis=1)
+    alpha_bar = 2.0 * alpha * zr_m + 2.0 * (zi @ y)
+    beta_bar = 2.0 * beta * zr_m
+    y_bar = -2.0 * y * jnp.sum(zr, axis=0) + 2.0 * (alpha @ zi)
+    return alpha_bar, beta_bar, y_bar, gr @ ct_r + gi @ ct_i
+
+
+_cauchy_products.defvjp(_cauchy_products_fwd, _cauchy_products_bwd)
+
+
+def cauchy_conj_sums(v, Lambda, dt, L: int):
+    """Cauchy sums over each mode and its conjugate at the roots of unity w_k, k < ceil(L/2).
+
+    s_j(w) = sum_n v_jn r_n(w) + conj(v_jn) r~_n(w),  r_n(w) = (2/(1+w)) / (g(w) - Lambda_n),
+    r~_n the same with conj(Lambda_n), g(w) = (2/dt)(1-w)/(1+w). On the unit circle
+    g(w_k) = i y_k with y_k = (2/dt) tan(pi k / L) real, and with Lambda = alpha + i beta
+    v/(g - Lambda) + conj(v)/(g - conj Lambda) = (g 2Re(v) - 2Re(v conj Lambda)) / Den,
+    Den = (g - Lambda)(g - conj Lambda) = alpha^2 + (beta - y)(beta + y) - 2i alpha y,
+    so the sums are real matrix products with Re(1/Den), Im(1/Den) (no complex arithmetic on
+    the (K, M) grid; fast on CPUs). The Nyquist node w = -1 (k = L/2, where g is infinite) is
+    left to the caller.
+    v (J, M) complex, Lambda (M,), dt scalar, L static -> s (ceil(L/2), J) complex.
+    """
+    rdtype = jnp.real(Lambda).dtype
+    k = np.arange((L + 1) // 2)  # L is static: the node constants are computed once, in numpy
+    y = (2.0 / dt) * jnp.asarray(np.tan(np.pi * k / L), rdtype)  # (K,)
+    w = jnp.asarray(np.exp((-2j * np.pi / L) * k), jnp.result_type(rdtype, jnp.complex64))
+    v1 = 2.0 * jnp.real(v)  # (J, M)
+    v2 = 2.0 * jnp.real(v * jnp.conj(Lambda)[None, :])
+    sums = jax.lax.complex(*_cauchy_products(jnp.real(Lambda), jnp.imag(Lambda), y,
+                                             jnp.concatenate([v1, v2]).T))  # (K, 2J)
+    j = v.shape[0]  # sums = sum_n [v1 | v2]_n / Den_n
+    s1, s2 = sums[:, :j], sums[:, j:]
+    return (2.0 / (1.0 + w))[:, None] * ((1j * y)[:, None] * s1 - s2)
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
 def cauchy_dplr(Lambda, P, B, C_tilde, dt, L: int, Q=None):
-    """S4 kernel of a DPLR system (bilinear), via Cauchy + Woodbury at the roots of unity.
+    """S4 kernel of the conjugate-completed DPLR system (bilinear), via Cauchy + Woodbury.
 
-    REFERENCE "DPLR (S4) via Cauchy + Woodbury": with g(w) = (2/dt)(1-w)/(1+w),
-    Khat(w) = 2/(1+w) [k(C~,B) - k(C~,P) (1 + k(Q^*,P))^-1 k(Q^*,B)], K = IFFT(Khat).
-    Nyquist fix: multiply through by (1+w)/2 so no 1/(1+w) remains. With the Cauchy kernel
-    r_n(w) = dt / ((1-w) - (dt/2)(1+w) Lambda_n) = 2/(1+w) / (g(w) - Lambda_n) and
-    s(a,b) = sum_n a_n b_n r_n, Khat = s(C~,B) - c s(C~,P) (I + c s(Q^*,P))^-1 s(Q^*,B) with
-    c = (1+w)/2. This equals the formula above and is finite at w = -1 (even L).
+    REFERENCE "DPLR (S4) via Cauchy + Woodbury" on the completed system, at the L//2 + 1 roots
+    of unity w_k (the kernel is real, so the other half is conjugate): every Cauchy sum runs
+    over both halves (`cauchy_conj_sums`) BEFORE the Woodbury step,
+    Khat(w) = s(C~,B) - c s(C~,P) (I + c s(Q^*,P))^-1 s(Q^*,B), c = (1+w)/2,
+    which is 2/(1+w) [k(C~,B) - k(C~,P)(1 + k(Q^*,P))^-1 k(Q^*,B)] with the low-rank part
+    multiplied through by (1+w)/2; at the Nyquist node w = -1 (even L) Khat = dt Re(C~ . B)
+    exactly. K = irfft(Khat, L).
+    Needs Re(Lambda) < 0 wherever a node can meet an eigenvalue (hippo.nplr, max_real).
     Lambda (M,), P (rank, M), B (M,), C_tilde (M,), dt scalar, L static int,
-    Q (rank, M) or None (= P) -> K (L,) real, 2 Re of the M-mode kernel.
+    Q (rank, M) or None (= P) -> K (L,) real.
     """
     Q = P if Q is None else Q
     cdtype = _complex_dtype(Lambda, P, B, C_tilde, Q)
     Lambda, P, B, C_tilde, Q = (jnp.asarray(x, cdtype) for x in (Lambda, P, B, C_tilde, Q))
-    w = roots_of_unity(L, cdtype)
-    den = (1.0 - w)[:, None] - (dt / 2.0) * (1.0 + w)[:, None] * Lambda[None, :]
-    r = dt / den  # (L, M) Cauchy kernel at the L nodes
-    Qc = jnp.conj(Q)
-    s_cb = r @ (C_tilde * B)  # (L,)
-    s_cp = r @ (C_tilde[None, :] * P).T  # (L, rank)
-    s_qb = r @ (Qc * B[None, :]).T  # (L, rank)
-    s_qp = jnp.einsum("ln,in,jn->lij", r, Qc, P)  # (L, rank, rank)
-    c = (1.0 + w) / 2.0
     rank = P.shape[0]
+    Qc = jnp.conj(Q)
+    v = jnp.concatenate([
+        (C_tilde * B)[None],  # s(C~, B)
+        C_tilde[None] * P,  # s(C~, P_i), rank rows
+        Qc * B[None],  # s(Q_i^*, B), rank rows
+        (Qc[:, None, :] * P[None, :, :]).reshape(rank * rank, -1),  # s(Q_i^*, P_j)
+    ])
+    s = cauchy_conj_sums(v, Lambda, dt, L)  # (ceil(L/2), 1 + 2 rank + rank^2)
+    s_cb, s_cp = s[:, 0], s[:, 1:1 + rank]
+    s_qb = s[:, 1 + rank:1 + 2 * rank]
+    s_qp = s[:, 1 + 2 * rank:].reshape(-1, rank, rank)
+    c = (1.0 + roots_of_unity(L, cdtype)[:(L + 1) // 2]) / 2.0
     if rank == 1:
         corr = s_cp[:, 0] * s_qb[:, 0] / (1.0 + c * s_qp[:, 0, 0])
     else:
@@ -151,4 +274,7 @@ def cauchy_dplr(Lambda, P, B, C_tilde, dt, L: int, Q=None):
         sol = jnp.linalg.solve(eye + c[:, None, None] * s_qp, s_qb[:, :, None])[:, :, 0]
         corr = jnp.sum(s_cp * sol, axis=-1)
     k_hat = s_cb - c * corr
-    return 2.0 * jnp.real(jnp.fft.ifft(k_hat))
+    if L % 2 == 0:  # Nyquist node w = -1: (I + Ab)^-1 Bb = dt B / 2, so Khat = dt Re(C~ . B)
+        nyquist = dt * jnp.real(jnp.sum(C_tilde * B))
+        k_hat = jnp.concatenate([k_hat, nyquist.astype(cdtype)[None]])
+    return jnp.fft.irfft(k_hat, n=L)

@@ -49,31 +49,45 @@ def scan(Ab, Bb, C, u, x0=None, conj_symmetric: bool = False):
     return lax.scan(body, x0, u)
 
 
-def dplr_terms(Lambda, P, Q, dt):
-    """Per-system constants of the O(M rank) DPLR step.
+def _low_rank_inner(Qc, x):
+    """Q2^* x2 of the completed system: 2 Re(sum_n conj(Q)_in x_n), Qc (rank, M), x (M,) ->
+    (rank,) real. (The conjugate half contributes the conjugate of the first half's sum.)"""
+    return 2.0 * jnp.real(jnp.sum(Qc * x, axis=-1))
 
-    D = 1 / ((2/dt) - Lambda) (M,) and G = (I + Q^* D P)^-1 (rank, rank), so that
-    A1 v = D v - D P G Q^* D v equals ((2/dt) I - A)^-1 v for A = diag(Lambda) - P Q^*.
+
+def _low_rank_outer(P, r):
+    """P^T r for r (rank,) real -> (M,) (first half of P2 r), an elementwise reduction."""
+    return jnp.sum(P * r[:, None].astype(P.dtype), axis=0)
+
+
+def dplr_terms(Lambda, P, Q, dt):
+    """Per-system constants of the O(M rank) DPLR step of the completed system.
+
+    D = 1 / ((2/dt) - Lambda) (M,) and G = (I + Q2^* D2 P2)^-1 (rank, rank) real, where
+    Q2^* D2 P2 = 2 Re(conj(Q) D P^T), so that A1 v = D v - D P G Q2^* (D v) equals
+    ((2/dt) I - A)^-1 v on the first half of a conjugate-symmetric v, A the completed matrix.
     """
     Q = P if Q is None else Q
     D = 1.0 / (2.0 / dt - Lambda)
-    small = jnp.eye(P.shape[0], dtype=D.dtype) + (jnp.conj(Q) * D) @ P.T
-    return D, jnp.linalg.inv(small)
+    small = 2.0 * jnp.real((jnp.conj(Q) * D) @ P.T)
+    return D, jnp.linalg.inv(jnp.eye(P.shape[0], dtype=small.dtype) + small)
 
 
 def _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t):
-    """x_new = A1 (A0 x + 2 B u_t) with A0 = (2/dt) I + A; never forms a dense matrix."""
-    # Products with the (rank, M) factors written as elementwise reductions: under vmap over
-    # batch and channels these fuse, where tiny batched matmuls would not.
+    """x_new = A1 (A0 x + 2 B u_t) with A0 = (2/dt) I + A; never forms a dense matrix.
+
+    Products with the (rank, M) factors are elementwise reductions: under vmap over batch and
+    channels these fuse, where tiny batched matmuls would not.
+    """
     Qc = jnp.conj(Q)
-    low_rank = lambda r: jnp.sum(P * r[:, None], axis=0)  # P^T r, r (rank,) -> (M,)
-    v = (2.0 / dt + Lambda) * x - low_rank(jnp.sum(Qc * x, axis=-1)) + 2.0 * B * u_t  # A0 x + 2Bu
+    v = (2.0 / dt + Lambda) * x - _low_rank_outer(P, _low_rank_inner(Qc, x)) + 2.0 * B * u_t
     Dv = D * v
-    return Dv - D * low_rank(jnp.sum(G * jnp.sum(Qc * Dv, axis=-1), axis=-1))
+    return Dv - D * _low_rank_outer(P, G @ _low_rank_inner(Qc, Dv))
 
 
 def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
-    """Bilinear DPLR step in O(M rank): x_new = Ab x + Bb u_t with Ab = A1 A0, Bb = 2 A1 B.
+    """Bilinear DPLR step of the completed system in O(M rank): x_new = Ab x + Bb u_t with
+    Ab = A1 A0, Bb = 2 A1 B ("DPLR step"), on the first half of the conjugate-symmetric state.
 
     Lambda (M,), P, Q (rank, M) (Q None -> P), B, C (M,), dt scalar, x (M,), u_t scalar
     -> (x_new (M,), y_t = 2 Re(C x_new) scalar).

@@ -10,11 +10,11 @@ from s4dm_jax.models import DEFAULTS, make_model
 OBS, ACT, NACT = 5, 2, 4
 
 SMALL = {
-    "s4dm": dict(d_model=8, d_state=8, n_layers=2, context_len=10),
-    "s4dm_interleaved": dict(d_model=8, d_state=8, n_layers=2, context_len=10,
+    "s4dm": dict(d_model=8, ssm=dict(d_state=8), n_layers=2, context_len=10),
+    "s4dm_interleaved": dict(d_model=8, ssm=dict(d_state=8), n_layers=2, context_len=10,
                              token_layout="interleaved", timestep_embedding=True),
-    "s4dm_diag": dict(d_model=8, d_state=8, n_layers=2, context_len=10, mode="diag",
-                      ssm_init="diag-lin", discretization="zoh"),
+    "s4dm_diag": dict(d_model=8, n_layers=2, context_len=10,
+                      ssm=dict(d_state=8, mode="diag", init="diag-lin", discretization="zoh")),
     "dt": dict(d_model=16, n_layers=2, n_heads=2, context_len=6),
     "mamba": dict(d_model=8, n_layers=2, d_state=4, context_len=10),
     "bc": dict(hidden_dims=(16, 16)),
@@ -44,6 +44,7 @@ def run_steps(model, params, ep):
     """Feed an episode through `step` one env step at a time; outputs [B, T, act]."""
     b, length = ep["rtg"].shape
     step = jax.jit(model.step)
+    params = model.prepare_step(params)
     carry = model.init_carry(b)
     outs = []
     for t in range(length):
@@ -176,5 +177,5 @@ def test_make_model_validates_kwargs_and_exposes_defaults():
     with pytest.raises(ValueError, match="unknown model"):
         make_model("gpt", OBS, ACT)
     with pytest.raises(ValueError, match="token_layout"):
-        make_model("s4dm", OBS, ACT, token_layout="weird", n_layers=1, d_state=4,
+        make_model("s4dm", OBS, ACT, token_layout="weird", n_layers=1, ssm=dict(d_state=4),
                    d_model=4).init(jax.random.PRNGKey(0))

@@ -49,7 +49,7 @@ def test_default_param_counts(obs, act):
     dt = _count("dt", obs, act)
     assert dt == dt_count(obs, act)
     s4 = DEFAULTS["s4dm"]
-    assert _count("s4dm", obs, act) == s4dm_count(obs, act, s4["d_model"], s4["d_state"],
+    assert _count("s4dm", obs, act) == s4dm_count(obs, act, s4["d_model"], s4["ssm"]["d_state"],
                                                   s4["n_layers"])
     assert _count("mamba", obs, act) == mamba_count(obs, act)
     assert _count("bc", obs, act) == bc_count(obs, act)
@@ -63,10 +63,10 @@ def test_dt_and_s4dm_sizes_on_hopper():
 
 
 def test_ssm_mask_on_models():
-    s4 = make_model("s4dm", 11, 3, d_model=4, d_state=4, n_layers=3)
+    s4 = make_model("s4dm", 11, 3, d_model=4, ssm=dict(d_state=4), n_layers=3)
     mask = ssm_param_mask(s4.init(jax.random.PRNGKey(0)))
     flagged = [p for p, v in jax.tree_util.tree_leaves_with_path(mask) if v]
-    assert len(flagged) == 3 * 7
+    assert len(flagged) == 7  # the 3 layers' parameters are stacked (nn.scan)
     for name in ("dt", "mamba", "bc"):
         m = make_model(name, 11, 3, **({} if name == "bc" else {"d_model": 8, "n_layers": 1}))
         assert not any(jax.tree_util.tree_leaves(ssm_param_mask(m.init(jax.random.PRNGKey(0)))))

@@ -1,4 +1,6 @@
-"""Vandermonde and Cauchy/DPLR kernels against explicit powers of the conjugate-completed system."""
+"""Vandermonde and Cauchy/DPLR kernels against explicit powers of the conjugate-completed system
+(dense numpy: diagonal systems complete to two decoupled halves; DPLR systems to
+diag([Lambda, conj Lambda]) - [P, conj P]^T conj([Q, conj Q]), whose halves are coupled)."""
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +50,25 @@ def _cplx(rng, *shape):
     return rng.normal(size=shape) + 1j * rng.normal(size=shape)
 
 
-def _np_dplr_bilinear(lam, P, Q, B, dt):
-    """Dense bilinear discretisation of diag(lam) - P^T conj(Q) in numpy (the oracle)."""
-    A = np.diag(lam) - P.T @ Q.conj()
-    left = np.eye(len(lam)) - dt / 2 * A
-    return np.linalg.solve(left, np.eye(len(lam)) + dt / 2 * A), np.linalg.solve(left, dt * B)
+def _np_completed_dplr(lam, P, Q, B, C, dt):
+    """Dense bilinear discretisation of the conjugate-completed DPLR system in numpy (the
+    oracle): -> Ab (2M, 2M), Bb (2M,), C2 (2M,)."""
+    lam2 = np.concatenate([lam, np.conj(lam)])
+    P2 = np.concatenate([P, np.conj(P)], axis=1)
+    Q2 = np.concatenate([Q, np.conj(Q)], axis=1)
+    A = np.diag(lam2) - P2.T @ Q2.conj()
+    eye = np.eye(len(lam2))
+    left = eye - dt / 2 * A
+    Bb = np.linalg.solve(left, dt * np.concatenate([B, np.conj(B)]))
+    return np.linalg.solve(left, eye + dt / 2 * A), Bb, np.concatenate([C, np.conj(C)])
+
+
+def _np_kernel(Ab, Bb, C, L):
+    """K_l = C Ab^l Bb by explicit powers; real for a completed system. Also returns the
+    size of the terms (errors are measured against it; K itself can cancel to ~0)."""
+    K = np.array([C @ np.linalg.matrix_power(Ab, l) @ Bb for l in range(L)])
+    assert np.max(np.abs(K.imag)) <= 1e-10 * max(1.0, np.max(np.abs(K.real)))
+    return K.real, max(np.max(np.abs(K.real)), 1e-300)
 
 
 def _dplr_system(rng, N, source):
@@ -63,10 +79,8 @@ def _dplr_system(rng, N, source):
         P = 0.5 * _cplx(rng, 1, M) / np.sqrt(M)
         Q = P + 0.1 * _cplx(rng, 1, M) / np.sqrt(M)
         return lam, P, Q, _cplx(rng, M)
-    lam, P, B, _ = hippo.nplr(source, N)
-    # Layers clip Re(Lambda) <= -1e-4 (REFERENCE pitfall 4); fout has Lambda = 0 exactly, a
-    # pole of the Cauchy kernel at w = 1.
-    lam = np.minimum(lam.real, -1e-4) + 1j * lam.imag
+    # As layers use them: Re(Lambda) <= -1e-4 (fout has Lambda = 0 exactly, a pole at w = 1).
+    lam, P, B, _ = hippo.nplr(source, N, max_real=-1e-4)
     return lam, P, P, B
 
 
@@ -117,13 +131,14 @@ def test_cauchy_dplr_matches_naive(seed, N, L, log_dt, source):
     dt = float(np.exp(log_dt))
     lam, P, Q, B = _dplr_system(rng, N, source)
     C = _cplx(rng, N // 2)
+    M = N // 2
+    Ab, Bb, C2 = _np_completed_dplr(lam, P, Q, B, C, dt)
+    ref, scale = _np_kernel(Ab, Bb, C2, L)
+    # C~ = (I - Ab^L)^T C of the completed system, first half (explicit numpy powers)
+    Ct = (C2 - np.linalg.matrix_power(Ab, L).T @ C2)[:M]
     with jax.enable_x64(True):
-        Ab, Bb = _np_dplr_bilinear(lam, P, Q, B, dt)
-        ref, scale = _naive_real(Ab, Bb, C, L, with_scale=True)
-        # C~ = (I - Ab^L)^T C from explicit numpy powers (independent of dplr_c_tilde)
-        Ct = C - np.linalg.matrix_power(Ab, L).T @ C
         np.testing.assert_allclose(kernels.dplr_c_tilde(lam, P, B, C, dt, L, Q), Ct,
-                                   rtol=1e-10, atol=1e-12)
+                                   rtol=1e-10, atol=1e-12 * np.max(np.abs(C)))
         K64 = kernels.cauchy_dplr(lam, P, B, Ct, dt, L, Q=Q)
         assert K64.dtype == jnp.float64 and K64.shape == (L,)
         assert np.all(np.isfinite(K64))
@@ -131,19 +146,21 @@ def test_cauchy_dplr_matches_naive(seed, N, L, log_dt, source):
         args32 = [jnp.asarray(x, jnp.complex64) for x in (lam, P, B, Ct)]
         K32 = kernels.cauchy_dplr(*args32, jnp.float32(dt), L, Q=jnp.asarray(Q, jnp.complex64))
         assert K32.dtype == jnp.float32
-        assert _rel(K32, ref, scale) <= 1e-4
+        # fout's zero-frequency pair sits 1e-4 from the node w = 1 (terms ~1/Re(Lambda)^2
+        # cancel in the Woodbury step): measured up to 3e-4 in float32 when L = 1.
+        assert _rel(K32, ref, scale) <= (1e-3 if source == "fout" else 1e-4)
 
 
-def test_cauchy_nyquist_node_is_finite():
-    """Even L has the node w = -1 (1 + w = 0): the kernel must stay finite and exact."""
+def test_cauchy_nyquist_node_is_exact():
+    """Even L has the node w = -1 (1 + w = 0), handled in closed form: exact and finite."""
     lam, P, B, _ = hippo.nplr("legs", 8)
     C = np.ones(4, complex)
     for L in (2, 64):
+        Ab, Bb, C2 = _np_completed_dplr(lam, P, P, B, C, 0.1)
+        Ct = (C2 - np.linalg.matrix_power(Ab, L).T @ C2)[:4]
         with jax.enable_x64(True):
-            Ab, Bb = _np_dplr_bilinear(lam, P, P, B, 0.1)
-            Ct = C - np.linalg.matrix_power(Ab, L).T @ C
             K = kernels.cauchy_dplr(lam, P, B, Ct, 0.1, L)
-            assert _rel(K, _naive_real(Ab, Bb, C, L)) <= 1e-12
+            assert _rel(K, *_np_kernel(Ab, Bb, C2, L)) <= 1e-12
         w = kernels.roots_of_unity(L)
         assert jnp.min(jnp.abs(1 + w)) < 1e-6  # the node is really there
         K32 = kernels.cauchy_dplr(*(jnp.asarray(x, jnp.complex64) for x in (lam, P, B, Ct)),
@@ -161,13 +178,40 @@ def test_c_tilde_roundtrip():
                                    rtol=1e-10)
 
 
-def test_dplr_dense():
+def test_dplr_dense_is_the_completed_system():
     rng = np.random.default_rng(4)
     lam, P, Q = _cplx(rng, 3), _cplx(rng, 2, 3), _cplx(rng, 2, 3)
     with jax.enable_x64(True):
         A = kernels.dplr_dense(lam, P, Q)
-    want = np.diag(lam) - np.outer(P[0], Q[0].conj()) - np.outer(P[1], Q[1].conj())
+    P2 = np.concatenate([P, P.conj()], 1)
+    Q2 = np.concatenate([Q, Q.conj()], 1)
+    want = np.diag(np.concatenate([lam, lam.conj()]))
+    for r in range(2):
+        want = want - np.outer(P2[r], Q2[r].conj())
     np.testing.assert_allclose(A, want, rtol=1e-12)
+
+
+def test_cauchy_custom_vjp_matches_finite_differences():
+    """The hand-written backward of the Cauchy sums against central differences (float64)."""
+    rng = np.random.default_rng(6)
+    lam, P, B, _ = hippo.nplr("legs", 16)
+    Cr, Ci = rng.normal(size=8), rng.normal(size=8)
+    weights = jnp.asarray(rng.normal(size=30))
+
+    def f(x):  # x: every real input packed into one vector
+        lr, li, pr, pi, cr, ci, dt = x[:8], x[8:16], x[16:24], x[24:32], x[32:40], x[40:48], x[48]
+        K = kernels.cauchy_dplr(lr + 1j * li, (pr + 1j * pi)[None], B, cr + 1j * ci, dt, 30)
+        return jnp.sum(weights * K)
+
+    x0 = np.concatenate([lam.real, lam.imag, P[0].real, P[0].imag, Cr, Ci, [0.05]])
+    with jax.enable_x64(True):
+        g = np.asarray(jax.grad(f)(jnp.asarray(x0)))
+        eps = 1e-6
+        for i in range(len(x0)):
+            e = np.zeros_like(x0)
+            e[i] = eps
+            fd = (f(jnp.asarray(x0 + e)) - f(jnp.asarray(x0 - e))) / (2 * eps)
+            assert abs(g[i] - fd) <= 1e-6 * max(1.0, abs(fd)), i
 
 
 def test_grads_through_kernels_are_finite():

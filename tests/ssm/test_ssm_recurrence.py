@@ -98,17 +98,22 @@ def _dplr_random(seed, M=6, rank=2):
 
 
 def test_dplr_step_matches_dense_bilinear():
+    """DPLR step/scan == the dense bilinear recurrence of the conjugate-completed system
+    diag([lam, conj lam]) - [P, conj P]^T conj([Q, conj Q]) (numpy), y = C2 x2 (real)."""
     lam, P, Q, B, C, u = _dplr_random(4)
-    dt = 0.07
-    A = np.diag(lam) - P.T @ Q.conj()
-    I = np.eye(len(lam))
+    dt, M = 0.07, len(lam)
+    P2, Q2 = np.concatenate([P, P.conj()], 1), np.concatenate([Q, Q.conj()], 1)
+    A = np.diag(np.concatenate([lam, lam.conj()])) - P2.T @ Q2.conj()
+    I = np.eye(2 * M)
     Ab = np.linalg.solve(I - dt / 2 * A, I + dt / 2 * A)
-    Bb = np.linalg.solve(I - dt / 2 * A, dt * B)
-    x, ys, xs = np.zeros(len(lam), complex), [], []
+    Bb = np.linalg.solve(I - dt / 2 * A, dt * np.concatenate([B, B.conj()]))
+    C2 = np.concatenate([C, C.conj()])
+    x, ys, xs = np.zeros(2 * M, complex), [], []
     for u_t in u:
         x = Ab @ x + Bb * u_t
-        xs.append(x)
-        ys.append(2 * (C @ x).real)
+        np.testing.assert_allclose(x[M:], x[:M].conj(), atol=1e-12)  # stays conj-symmetric
+        xs.append(x[:M])
+        ys.append((C2 @ x).real)
     with jax.enable_x64(True):
         x_L, y = recurrence.dplr_scan(lam, P, Q, B, C, dt, u)
         np.testing.assert_allclose(y, ys, rtol=1e-12, atol=1e-12)

@@ -24,6 +24,7 @@ from s4dm_jax.data.dataset import (
     check_finite,
     collect_command,
     resolve_ref_scores,
+    validate_env_id,
 )
 from s4dm_jax.data.errors import DatasetError
 
@@ -151,17 +152,18 @@ def _space(metadata: dict, key: str, where: str) -> dict:
     return space
 
 
-def _env_id_from_metadata(metadata: dict) -> str | None:
+def _env_id_from_metadata(metadata: dict) -> tuple[str | None, str | None]:
+    """(id, metadata key it came from) of the evaluation env spec (else the data's env spec)."""
     for key in ("eval_env_spec", "env_spec"):
         raw = metadata.get(key)
         if raw:
             try:
                 spec = json.loads(raw) if isinstance(raw, str) else raw
                 if spec.get("id"):
-                    return str(spec["id"])
+                    return str(spec["id"]), key
             except (ValueError, AttributeError):
                 continue
-    return None
+    return None, None
 
 
 def _episode_index(name: str) -> int | None:
@@ -235,6 +237,15 @@ def load_minari_dir(path, *, env_id: str | None = None, ref_min_score: float | N
         raise DatasetError(f"{meta_path}: cannot be parsed ({e})") from e
     dataset_id = str(metadata.get("dataset_id") or path.name)
     where = f"Minari dataset {dataset_id!r} ({data_dir})"
+    # The environment id is checked first: data must never choose code to import.
+    if env_id:
+        env = validate_env_id(env_id, explicit=True, where=where)
+    else:
+        env, key = _env_id_from_metadata(metadata)
+        if env is None:
+            raise DatasetError(f"{where}: metadata names no environment (env_spec); pass "
+                               "env_id= (config.env_id)")
+        env = validate_env_id(env, explicit=False, where=where, source=f"metadata {key}.id")
 
     obs_space = _space(metadata, "observation_space", where)
     act_space = _space(metadata, "action_space", where)
@@ -269,9 +280,6 @@ def load_minari_dir(path, *, env_id: str | None = None, ref_min_score: float | N
         for k in ("observations", "actions", "rewards"):
             check_finite(ep[k], k, f"{where} {ep['name']}")
 
-    env = env_id or _env_id_from_metadata(metadata)
-    if env is None:
-        raise DatasetError(f"{where}: metadata names no environment (env_spec); pass env_id=")
     lo, hi, source = resolve_ref_scores(
         env, metadata.get("ref_min_score"), metadata.get("ref_max_score"),
         f"Minari dataset metadata ({dataset_id})", ref_min_score, ref_max_score)

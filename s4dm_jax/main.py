@@ -2,6 +2,7 @@
 
     python -m s4dm_jax.main --config=configs/s4dm.py:hopper-medium --workdir=runs/s4dm-hopper
     python -m s4dm_jax.main          # S4DM on the embedded dataset, a few minutes on a CPU
+    python -m s4dm_jax.main --workdir=runs/x --evaluate_only   # evaluate a checkpoint as it is
 
 `--config.a.b=value` overrides any config field. Installed as the `s4dm-jax` console script.
 """

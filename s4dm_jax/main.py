@@ -2,6 +2,7 @@
 
     python -m s4dm_jax.main --config=configs/s4dm.py:hopper-medium --workdir=runs/s4dm-hopper
     python -m s4dm_jax.main          # S4DM on the embedded dataset, a few minutes on a CPU
+    python -m s4dm_jax.main --workdir=runs/x --evaluate_only   # evaluate a checkpoint as it is
 
 `--config.a.b=value` overrides any config field. Installed as the `s4dm-jax` console script.
 """
@@ -28,6 +29,10 @@ flags.DEFINE_string("workdir", "runs/s4dm-embedded",
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host TPU/GPU jobs).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("evaluate_only", False,
+                  "Do not train: evaluate the workdir's latest checkpoint as it is, labelled with "
+                  "its real step (re-evaluates a finished run, whose stored results are otherwise "
+                  "reported unchanged).")
 FLAGS = flags.FLAGS
 
 
@@ -41,13 +46,14 @@ def main(argv):
         jax.distributed.initialize()
     from s4dm_jax.data import DatasetError
     from s4dm_jax.evaluate.rollout import EvaluationError
-    from s4dm_jax.train.checkpoint import CheckpointMismatchError
+    from s4dm_jax.train.checkpoint import CheckpointError
     from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
 
     config = FLAGS.config
     try:
-        results = train_and_evaluate(config, FLAGS.workdir, show_progress=FLAGS.progress)
-    except (DatasetError, ConfigError, CheckpointMismatchError, EvaluationError,
+        results = train_and_evaluate(config, FLAGS.workdir, show_progress=FLAGS.progress,
+                                     evaluate_only=FLAGS.evaluate_only)
+    except (DatasetError, ConfigError, CheckpointError, EvaluationError,
             TrainingDivergedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -56,17 +62,46 @@ def main(argv):
     workdir = os.path.abspath(FLAGS.workdir)
     print(markdown_summary(results))
     print(f"Outputs in {workdir}:")
-    for name in ("results.json", "results.md", "curves.png", "eval.gif", "checkpoints",
-                 "tensorboard"):
+    for name in ("results.json", "results.md", "curves.png", "eval.gif", "train_history.jsonl",
+                 "checkpoints", "tensorboard"):
         if os.path.exists(os.path.join(workdir, name)):
             print(f"  {os.path.join(workdir, name)}")
     print(f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     return 0
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing that reports a bad flag or `--config` override (unknown field, wrong
+    type, missing config file or preset) in one paragraph, without a traceback, and exits 1."""
+    try:
+        return FLAGS(argv)
+    except Exception as e:  # flags.Error, or ml_collections' AttributeError/OSError/ValueError
+        print(f"error: {flag_error_message(e)} Pass --helpfull to list the flags; "
+              "configs/base.py and the model files list every config field.", file=sys.stderr)
+        sys.exit(1)
+
+
+def flag_error_message(e: Exception) -> str:
+    """One paragraph from a flag-parsing exception (drops an embedded traceback)."""
+    unknown_field = isinstance(e, AttributeError | KeyError)
+    inner = e
+    while isinstance(inner, AttributeError | KeyError) and inner.args:  # ml_collections nests
+        inner = inner.args[0]  # KeyError(message) inside AttributeError(KeyError)
+    lines = [line.strip() for line in str(inner).strip().splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):  # keep what precedes it + the error
+        head = lines[:next(i for i, line in enumerate(lines) if line.startswith("Traceback"))]
+        lines = head + [lines[-1]]
+    text = " ".join(line if line.endswith((".", ":", "?", "!")) else line + "."
+                    for line in lines[:-1])
+    text = f"{text} {lines[-1]}".strip() if lines else type(e).__name__
+    if unknown_field:
+        text = f"a --config override names a field that does not exist: {text}"
+    return text if text.endswith((".", "?")) else text + "."
+
+
 def run():
     """Console-script entry point."""
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

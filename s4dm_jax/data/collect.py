@@ -30,14 +30,18 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from s4dm_jax.data.minari_io import store_env
+from s4dm_jax.data.errors import DatasetError
+from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store_env
 
 ENVS = {
     # short name: (gymnasium id, D4RL ref max score ("expert"), D4RL ref min score)
@@ -48,10 +52,16 @@ ENVS = {
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 MEDIUM_FRACTION = 1.0 / 3.0
 NAMESPACE = "s4dm"
+# Datasets are written under <store>/<TMP_PREFIX><pid>-*/ and renamed into place when complete.
+TMP_PREFIX = ".s4dm-collect-tmp-"
 
 
 class DatasetExistsError(FileExistsError):
-    """The requested dataset id already exists in the store."""
+    """The requested dataset id already exists in the store (complete, or left incomplete)."""
+
+
+class CollectError(ValueError):
+    """Bad collect input, found before any rollout; the message says what to change."""
 
 
 def default_run_dir(env: str, seed: int) -> Path:
@@ -65,19 +75,27 @@ def dataset_id(env: str, name: str, version: int) -> str:
     return f"{NAMESPACE}/{env}/{name}-v{version}"
 
 
+def store_root(root: str | os.PathLike | None) -> Path:
+    """The Minari store root datasets are written to (``root`` None: Minari's default store,
+    MINARI_DATASETS_PATH or ~/.minari/datasets)."""
+    return Path(root).absolute() if root is not None else default_store_root().absolute()
+
+
 def store_path(ds_id: str, root: str | os.PathLike | None) -> Path:
     """Directory a dataset id occupies in the store (``root`` None: Minari's default store)."""
-    if root is not None:
-        return Path(root).absolute() / ds_id
-    base = os.environ.get("MINARI_DATASETS_PATH",
-                          os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
-    return Path(base) / ds_id
+    return store_root(root) / ds_id
 
 
 def check_new_id(ds_id: str, root) -> None:
-    """Raise DatasetExistsError if the id already exists (checked before any expensive work)."""
+    """Raise DatasetExistsError if the id already exists (checked before any expensive work);
+    a dataset left half-written by an interrupted run is reported as incomplete."""
     path = store_path(ds_id, root)
     if path.exists():
+        reason = incomplete_reason(path / "data")
+        if reason is not None:
+            raise DatasetExistsError(
+                f"incomplete dataset '{ds_id}' at {path} ({reason}), left by an interrupted run: "
+                "delete it and rerun.")
         raise DatasetExistsError(
             f"dataset '{ds_id}' already exists at {path}; it is never overwritten. Delete that "
             f"directory or choose another --name / --version."
@@ -174,11 +192,14 @@ def replay_episodes(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
 # --------------------------------------------------------------------------- minari
 def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
                  ref_max_score: float, description: str, extra: dict, root=None,
-                 obs_dtype: str = "float32", ref_episodes: int = 100):
-    """Write episodes with ``minari.create_dataset_from_buffers``; returns the MinariDataset.
+                 obs_dtype: str = "float32", ref_episodes: int = 100) -> Path:
+    """Write episodes with ``minari.create_dataset_from_buffers``; returns the dataset's path.
 
-    Observations are stored as ``obs_dtype`` (float32 like D4RL: half the file size of the
-    env's float64 space; the stored observation_space is the env's Box with that dtype).
+    The dataset is written into a temporary store inside the target store root and renamed
+    into place only when complete (metadata and provenance included), so an interrupted run
+    never leaves a partial dataset under the id. Observations are stored as ``obs_dtype``
+    (float32 like D4RL: half the file size of the env's float64 space; the stored
+    observation_space is the env's Box with that dtype).
     """
     import gymnasium as gym
     import minari
@@ -202,25 +223,81 @@ def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
         )
         for i, e in enumerate(episodes)
     ]
-    with store_env(root):
-        check_new_id(ds_id, None)
-        ds = minari.create_dataset_from_buffers(
-            dataset_id=ds_id,
-            buffer=buffers,
-            env=env_id,
-            eval_env=env_id,
-            algorithm_name="SAC behaviour policy, D4RL recipe (s4dm_jax.data.collect)",
-            author="s4dm_jax",
-            author_email="n/a",
-            code_permalink="s4dm_jax/data/collect.py",
-            ref_min_score=float(ref_min_score),
-            ref_max_score=float(ref_max_score),
-            num_episodes_average_score=int(ref_episodes),
-            observation_space=obs_space,
-            description=description,
-        )
-        ds.storage.update_metadata(extra)
-    return ds
+    final = store_path(ds_id, root)
+    check_new_id(ds_id, root)
+    store = store_root(root)
+    store.mkdir(parents=True, exist_ok=True)
+    tmp_store = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=store))
+    try:
+        with store_env(tmp_store):
+            ds = minari.create_dataset_from_buffers(
+                dataset_id=ds_id,
+                buffer=buffers,
+                env=env_id,
+                eval_env=env_id,
+                algorithm_name="SAC behaviour policy, D4RL recipe (s4dm_jax.data.collect)",
+                author="s4dm_jax",
+                author_email="n/a",
+                code_permalink="s4dm_jax/data/collect.py",
+                ref_min_score=float(ref_min_score),
+                ref_max_score=float(ref_max_score),
+                num_episodes_average_score=int(ref_episodes),
+                observation_space=obs_space,
+                description=description,
+            )
+            ds.storage.update_metadata(extra)
+        _move_into_place(tmp_store, ds_id, final)
+    finally:
+        shutil.rmtree(tmp_store, ignore_errors=True)
+    return final
+
+
+def _move_into_place(tmp_store: Path, ds_id: str, final: Path) -> None:
+    """fsync the finished dataset in ``tmp_store``, copy namespace metadata the target store
+    lacks, then rename the dataset folder to ``final`` (atomic on one file system)."""
+    written = tmp_store / ds_id
+    for folder, _, files in os.walk(written):
+        for name in files:
+            with open(os.path.join(folder, name), "rb+") as f:
+                os.fsync(f.fileno())
+    parts = ds_id.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):  # minari's namespace_metadata.json per namespace
+        namespace = "/".join(parts[:depth])
+        source = tmp_store / namespace / "namespace_metadata.json"
+        target = final.parents[len(parts) - depth] / "namespace_metadata.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_file() and not target.exists():
+            shutil.copyfile(source, target)
+    try:
+        os.rename(written, final)
+    except OSError as e:  # another run finished the same id first
+        raise DatasetExistsError(f"dataset '{ds_id}' appeared at {final} while this run was "
+                                 f"writing it ({e}); it was not overwritten") from e
+
+
+def remove_stale_temporaries(root) -> list[Path]:
+    """Delete temporary stores left in the store root by collect runs that were killed (their
+    process no longer exists); returns what was removed."""
+    store = store_root(root)
+    removed = []
+    if not store.is_dir():
+        return removed
+    for path in store.glob(f"{TMP_PREFIX}*"):
+        pid = path.name[len(TMP_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _episode_stats(episodes) -> dict:
@@ -231,13 +308,43 @@ def _episode_stats(episodes) -> dict:
             "return_min": float(rets.min()), "return_max": float(rets.max())}
 
 
-def _policy_desc(path) -> dict:
-    from s4dm_jax.rl import Policy
-
-    meta = Policy.load(path).meta
+def _policy_desc(path, meta: dict) -> dict:
     keys = ("env_id", "seed", "env_steps", "eval_return", "eval_mode", "command",
             "reached_target", "target_return")
     return {"path": str(path), **{k: meta[k] for k in keys if k in meta}}
+
+
+def load_policy(path, env: str, flag: str):
+    """The saved policy at ``path`` (``flag`` names the CLI option), checked to exist, load,
+    and fit the env's observation/action sizes (and id, when the policy records one)."""
+    import gymnasium as gym
+
+    from s4dm_jax.rl import Policy
+
+    env_id = ENVS[env][0]
+    path = Path(path)
+    if not (path / "policy.json").is_file():
+        what = "does not exist" if not path.exists() else "holds no policy.json"
+        raise CollectError(
+            f"{flag} {path} {what}: pass the directory of a saved policy (policy.json + actor/), "
+            f"e.g. s4dm_jax/assets/policies/{env}-medium-sac-s0/policy, or train one with "
+            f"`python -m s4dm_jax.data.collect train-policy --env {env}`")
+    try:
+        policy = Policy.load(path)
+    except Exception as e:  # orbax / json / flax raise many types for a damaged policy
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CollectError(f"{flag} {path} cannot be loaded as a saved policy "
+                           f"({type(e).__name__}: {first}); pass another policy directory") from e
+    probe = gym.make(env_id)
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    recorded = policy.meta.get("env_id")
+    if (policy.obs_dim, policy.act_dim) != (obs_dim, act_dim) or (recorded and recorded != env_id):
+        raise CollectError(
+            f"{flag} {path} is a policy for {recorded or 'another environment'} (observations "
+            f"{policy.obs_dim}, actions {policy.act_dim}) but --env {env} is {env_id} "
+            f"(observations {obs_dim}, actions {act_dim}); pass a policy trained on {env_id}")
+    return policy
 
 
 # --------------------------------------------------------------------------- commands
@@ -270,6 +377,41 @@ def train_policy(env: str, seed: int, out: str | os.PathLike, *, target_return: 
     return out
 
 
+# Which path options each dataset kind reads.
+_USES = {"random": (), "medium": ("--policy", "--run-dir"),
+         "medium-replay": ("--replay", "--run-dir"), "expert": ("--policy",),
+         "medium-expert": ("--policy", "--expert-policy", "--run-dir")}
+
+
+def check_ints(*checks: tuple[str, int, int]) -> None:
+    """CollectError for the first (flag, value, lowest allowed) whose value is not an integer
+    >= lowest."""
+    for flag, value, low in checks:
+        if not isinstance(value, int) or value < low:
+            raise CollectError(f"{flag} must be an integer >= {low}, got {value!r}")
+
+
+def check_request(env: str, kind: str, *, steps: int, seed: int, ref_episodes: int, version: int,
+                  name: str | None, paths: dict[str, str | None], sac_max_steps: int,
+                  sac_start_steps: int) -> None:
+    """CollectError for an unknown env/kind, a bad size, name or version, or a path option the
+    kind does not use (checked before anything runs)."""
+    if env not in ENVS:
+        raise CollectError(f"unknown --env {env!r}; choose from {sorted(ENVS)}")
+    if kind not in KINDS:
+        raise CollectError(f"unknown --dataset {kind!r}; choose from {KINDS}")
+    least = 2 if kind == "medium-expert" else 1
+    check_ints(("--steps", steps, least), ("--seed", seed, 0),
+               ("--ref-episodes", ref_episodes, 1), ("--version", version, 0),
+               ("--sac-max-steps", sac_max_steps, 1), ("--sac-start-steps", sac_start_steps, 0))
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise CollectError(f"--name {name!r} may only hold letters, digits, '_', '.' and '-'")
+    for flag, value in paths.items():
+        if value and flag not in _USES[kind]:
+            raise CollectError(f"{flag} is not used by --dataset {kind} (it reads "
+                               f"{', '.join(_USES[kind]) or 'no policy'}); drop it")
+
+
 def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | None = None,
                    expert_policy: str | None = None, replay: str | None = None,
                    run_dir: str | None = None, root: str | None = None, name: str | None = None,
@@ -277,14 +419,34 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
                    sac_max_steps: int = 1_000_000, sac_start_steps: int = 5_000,
                    obs_dtype: str = "float32", command: str = "",
                    progress: bool = True) -> dict:
-    """Create one dataset; returns a summary dict (id, path, stats, refs, timings)."""
-    if env not in ENVS:
-        raise ValueError(f"unknown --env {env!r}; choose from {sorted(ENVS)}")
-    if kind not in KINDS:
-        raise ValueError(f"unknown --dataset {kind!r}; choose from {KINDS}")
+    """Create one dataset; returns a summary dict (id, path, stats, refs, timings).
+
+    Every input (env, kind, sizes, the id, the policy/replay paths and the policies' env) is
+    checked before any rollout: raises CollectError or DatasetExistsError. The dataset appears
+    under its id only once completely written.
+    """
+    check_request(env, kind, steps=steps, seed=seed, ref_episodes=ref_episodes, version=version,
+                  name=name,
+                  paths={"--policy": policy, "--expert-policy": expert_policy,
+                         "--replay": replay, "--run-dir": run_dir},
+                  sac_max_steps=sac_max_steps, sac_start_steps=sac_start_steps)
     env_id, ref_max, d4rl_min = ENVS[env]
     ds_id = dataset_id(env, name or kind, version)
     check_new_id(ds_id, root)
+    if kind in ("expert", "medium-expert"):
+        flag, exp_path = (("--expert-policy", expert_policy) if kind == "medium-expert"
+                          else ("--policy", policy))
+        if not exp_path:
+            raise CollectError(
+                f"--dataset {kind} needs {flag} DIR: train one with `python -m "
+                f"s4dm_jax.data.collect train-policy --env {env} --train-steps 1000000`")
+        expert = load_policy(exp_path, env, flag)
+    given = load_policy(policy, env, "--policy") if policy and kind != "expert" else None
+    if replay and not Path(replay).is_file():
+        raise CollectError(f"--replay {replay} does not exist: pass the replay.npz of a SAC run "
+                           "(train-policy writes OUT/replay.npz)")
+    for stale in remove_stale_temporaries(root):
+        print(f"removed {stale}, a temporary dataset left by a killed collect run", flush=True)
     t0 = time.time()
     provenance: dict = {"kind": kind, "env": env, "env_id": env_id, "seed": seed,
                         "command": command, "rollout_mode": "deterministic" if deterministic
@@ -301,39 +463,38 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
                          progress=progress)
         return rd
 
-    from s4dm_jax.rl import Policy
+    def behaviour():
+        """(path, policy) of the medium behaviour policy: --policy, else the SAC run's."""
+        if given is not None:
+            return Path(policy), given
+        path = ensure_run() / "policy"
+        return path, load_policy(path, env, "the SAC run's policy")
 
     if kind == "random":
         episodes = rollout(env_id, None, steps, seed, progress=progress, desc=ds_id)
         provenance["behavior_policy"] = "uniform random"
     elif kind == "medium":
-        pol_path = Path(policy) if policy else ensure_run() / "policy"
-        provenance["behavior_policy"] = _policy_desc(pol_path)
-        episodes = rollout(env_id, Policy.load(pol_path), steps, seed,
-                           deterministic=deterministic, progress=progress, desc=ds_id)
+        pol_path, pol = behaviour()
+        provenance["behavior_policy"] = _policy_desc(pol_path, pol.meta)
+        episodes = rollout(env_id, pol, steps, seed, deterministic=deterministic,
+                           progress=progress, desc=ds_id)
     elif kind == "medium-replay":
         rp = Path(replay) if replay else ensure_run() / "replay.npz"
         episodes = replay_episodes(rp)
         provenance["behavior_policy"] = f"SAC replay buffer {rp} (steps argument not used)"
-        pol = rp.parent / "policy"
-        if pol.exists():
-            provenance["sac_run_policy"] = _policy_desc(pol)
+        meta = rp.parent / "policy" / "policy.json"
+        if meta.is_file():
+            provenance["sac_run_policy"] = _policy_desc(meta.parent, json.loads(meta.read_text()))
     else:  # expert / medium-expert
-        exp_path = expert_policy if kind == "medium-expert" else policy
-        if not exp_path:
-            flag = "--expert-policy" if kind == "medium-expert" else "--policy"
-            raise ValueError(
-                f"--dataset {kind} needs {flag} DIR: train one with `python -m "
-                f"s4dm_jax.data.collect train-policy --env {env} --train-steps 1000000`")
         exp_steps = steps if kind == "expert" else steps - steps // 2
-        episodes = rollout(env_id, Policy.load(exp_path), exp_steps, seed + 1,
-                           deterministic=deterministic, progress=progress, desc=ds_id)
-        provenance["expert_policy"] = _policy_desc(exp_path)
+        episodes = rollout(env_id, expert, exp_steps, seed + 1, deterministic=deterministic,
+                           progress=progress, desc=ds_id)
+        provenance["expert_policy"] = _policy_desc(exp_path, expert.meta)
         if kind == "medium-expert":
-            pol_path = Path(policy) if policy else ensure_run() / "policy"
-            provenance["behavior_policy"] = _policy_desc(pol_path)
-            med = rollout(env_id, Policy.load(pol_path), steps // 2, seed,
-                          deterministic=deterministic, progress=progress, desc=ds_id)
+            pol_path, pol = behaviour()
+            provenance["behavior_policy"] = _policy_desc(pol_path, pol.meta)
+            med = rollout(env_id, pol, steps // 2, seed, deterministic=deterministic,
+                          progress=progress, desc=ds_id)
             episodes = med + episodes
     t_roll = time.time() - t0
 
@@ -354,10 +515,10 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
         f"{ref_max}; ref_min_score = measured uniform-random return."
     )
     t1 = time.time()
-    write_minari(ds_id, episodes, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
-                 description=description, extra={"s4dm_provenance": provenance}, root=root,
-                 obs_dtype=obs_dtype, ref_episodes=ref_episodes)
-    summary = {"dataset_id": ds_id, "path": str(store_path(ds_id, root)), **stats,
+    path = write_minari(ds_id, episodes, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
+                        description=description, extra={"s4dm_provenance": provenance},
+                        root=root, obs_dtype=obs_dtype, ref_episodes=ref_episodes)
+    summary = {"dataset_id": ds_id, "path": str(path), **stats,
                "ref_min_score": ref_min, "ref_max_score": ref_max,
                "normalized_mean": 100 * (stats["return_mean"] - ref_min) / (ref_max - ref_min),
                "rollout_time_s": t_roll, "write_time_s": time.time() - t1,
@@ -435,6 +596,10 @@ def main(argv: list[str] | None = None) -> dict | Path:
     command = "python -m s4dm_jax.data.collect " + shlex.join(argv)
     if argv and argv[0] == "train-policy":
         a = _train_parser().parse_args(argv[1:])
+        check_ints(("--seed", a.seed, 0), ("--max-steps", a.max_steps, 1),
+                   ("--start-steps", a.start_steps, 0), ("--update-every", a.update_every, 1),
+                   ("--eval-every", a.eval_every, 1), ("--eval-episodes", a.eval_episodes, 1),
+                   *([("--train-steps", a.train_steps, 1)] if a.train_steps is not None else []))
         if a.train_steps is not None:
             target, max_steps = None, a.train_steps
         else:
@@ -459,5 +624,5 @@ def main(argv: list[str] | None = None) -> dict | Path:
 if __name__ == "__main__":
     try:
         main()
-    except (DatasetExistsError, FileExistsError, ValueError) as err:
+    except (CollectError, DatasetExistsError, FileExistsError, DatasetError) as err:
         sys.exit(f"error: {err}")

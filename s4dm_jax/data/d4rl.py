@@ -12,6 +12,7 @@ from s4dm_jax.data.dataset import (
     check_finite,
     infer_env_id,
     resolve_ref_scores,
+    validate_env_id,
 )
 from s4dm_jax.data.errors import DatasetError
 
@@ -69,16 +70,23 @@ def load_d4rl(path: str, *, env_id: str | None = None, ref_min_score: float | No
     env_id is inferred from the file name (halfcheetah/hopper/walker2d -> *-v5) unless given.
     """
     path = os.path.expanduser(os.fspath(path))
-    data = read_d4rl_arrays(path)
     name = os.path.basename(path)
     for suffix in (".hdf5", ".h5"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
-    env = env_id or infer_env_id(name)
-    if env is None:
-        raise DatasetError(
-            f"{path}: cannot tell which environment this data is from (the file name names none of "
-            "halfcheetah, hopper, walker2d); pass env_id= (config.env_id), e.g. env_id='Hopper-v5'")
+    # An explicit environment id is checked before the (possibly large) file is read; an
+    # inferred one comes from a fixed table of names.
+    if env_id:
+        env = validate_env_id(env_id, explicit=True, where=path)
+    data = read_d4rl_arrays(path)
+    if not env_id:
+        env = infer_env_id(name)
+        if env is None:
+            raise DatasetError(
+                f"{path}: cannot tell which environment this data is from (the file name names "
+                "none of halfcheetah, hopper, walker2d); pass env_id= (config.env_id), e.g. "
+                "env_id='Hopper-v5'")
+        env = validate_env_id(env, explicit=False, where=path, source="inferred from the file name")
     lo, hi, source = resolve_ref_scores(env, ref_min_score=ref_min_score,
                                         ref_max_score=ref_max_score)
     dataset = TrajectoryDataset.from_flat(

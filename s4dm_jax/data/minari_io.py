@@ -24,6 +24,7 @@ from s4dm_jax.data.dataset import (
     check_finite,
     collect_command,
     resolve_ref_scores,
+    validate_env_id,
 )
 from s4dm_jax.data.errors import DatasetError
 
@@ -151,22 +152,59 @@ def _space(metadata: dict, key: str, where: str) -> dict:
     return space
 
 
-def _env_id_from_metadata(metadata: dict) -> str | None:
+def _env_id_from_metadata(metadata: dict) -> tuple[str | None, str | None]:
+    """(id, metadata key it came from) of the evaluation env spec (else the data's env spec)."""
     for key in ("eval_env_spec", "env_spec"):
         raw = metadata.get(key)
         if raw:
             try:
                 spec = json.loads(raw) if isinstance(raw, str) else raw
                 if spec.get("id"):
-                    return str(spec["id"])
+                    return str(spec["id"]), key
             except (ValueError, AttributeError):
                 continue
-    return None
+    return None, None
 
 
 def _episode_index(name: str) -> int | None:
     match = re.fullmatch(r"episode_(\d+)", name)
     return int(match.group(1)) if match else None
+
+
+def incomplete_reason(data_dir: Path) -> str | None:
+    """Why the Minari dataset in `data_dir` (its data/ folder) is unfinished, or None.
+
+    minari writes metadata.json (0 episodes), then the episodes, then the episode totals. A
+    dataset missing any of these, or whose main_data.hdf5 cannot be opened or holds fewer
+    episodes than recorded, is incomplete.
+    """
+    import h5py
+
+    meta_path = Path(data_dir) / "metadata.json"
+    if not meta_path.is_file():
+        return "it has no data/metadata.json"
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        return f"data/metadata.json cannot be parsed ({e})"
+    if not isinstance(metadata, dict):
+        return "data/metadata.json does not hold a JSON object"
+    total = metadata.get("total_episodes")
+    if not total or not metadata.get("total_steps"):
+        return "its metadata records no episodes (total_episodes/total_steps are 0 or missing)"
+    if metadata.get("data_format", "hdf5") != "hdf5":
+        return None
+    hdf5 = Path(data_dir) / "main_data.hdf5"
+    if not hdf5.is_file():
+        return "data/main_data.hdf5 is missing"
+    try:
+        with h5py.File(hdf5, "r") as f:
+            stored = sum(1 for name in f.keys() if _episode_index(name) is not None)
+    except OSError as e:
+        return f"data/main_data.hdf5 cannot be opened ({e})"
+    if stored < int(total):
+        return f"data/main_data.hdf5 holds {stored} of the {total} episodes its metadata records"
+    return None
 
 
 def _read_hdf5_episodes(path: Path) -> list[dict[str, np.ndarray]]:
@@ -229,12 +267,24 @@ def load_minari_dir(path, *, env_id: str | None = None, ref_min_score: float | N
     if not meta_path.is_file():
         raise DatasetError(f"{path} is not a Minari dataset folder (no metadata.json in it or in "
                            "its data/ subfolder)")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{meta_path}: cannot be parsed ({e})") from e
+    reason = incomplete_reason(data_dir)
+    if reason is not None:
+        raise DatasetError(
+            f"incomplete dataset at {data_dir.parent}: {reason}. It was left by an interrupted "
+            "write (a killed `collect` or download): delete it and rerun the command that "
+            "created it (or download it again)")
+    metadata = json.loads(meta_path.read_text())
     dataset_id = str(metadata.get("dataset_id") or path.name)
     where = f"Minari dataset {dataset_id!r} ({data_dir})"
+    # The environment id is checked first: data must never choose code to import.
+    if env_id:
+        env = validate_env_id(env_id, explicit=True, where=where)
+    else:
+        env, key = _env_id_from_metadata(metadata)
+        if env is None:
+            raise DatasetError(f"{where}: metadata names no environment (env_spec); pass "
+                               "env_id= (config.env_id)")
+        env = validate_env_id(env, explicit=False, where=where, source=f"metadata {key}.id")
 
     obs_space = _space(metadata, "observation_space", where)
     act_space = _space(metadata, "action_space", where)
@@ -269,9 +319,6 @@ def load_minari_dir(path, *, env_id: str | None = None, ref_min_score: float | N
         for k in ("observations", "actions", "rewards"):
             check_finite(ep[k], k, f"{where} {ep['name']}")
 
-    env = env_id or _env_id_from_metadata(metadata)
-    if env is None:
-        raise DatasetError(f"{where}: metadata names no environment (env_spec); pass env_id=")
     lo, hi, source = resolve_ref_scores(
         env, metadata.get("ref_min_score"), metadata.get("ref_max_score"),
         f"Minari dataset metadata ({dataset_id})", ref_min_score, ref_max_score)

@@ -10,8 +10,13 @@ import numpy as np
 
 
 def build_results(config, dataset, model, num_params, result, history, *, wall_times, devices,
-                  gif=None) -> dict:
-    """Plain-JSON results: per-seed returns and normalised scores per target, plus summaries."""
+                  gif=None, trained_steps=None) -> dict:
+    """Plain-JSON results: per-seed returns and normalised scores per target, plus summaries.
+
+    `trained_steps` is the step of the evaluated parameters (default config.num_steps); when it
+    differs from config.num_steps the results say so in "note".
+    """
+    trained_steps = int(config.num_steps if trained_steps is None else trained_steps)
     has_refs = dataset.ref_min_score is not None and dataset.ref_max_score is not None
     per_target = []
     for ti, target in enumerate(result.targets):
@@ -33,8 +38,9 @@ def build_results(config, dataset, model, num_params, result, history, *, wall_t
                          normalized_score=float(norm.mean()),
                          normalized_score_std_over_seeds=float(norm.std()))
         per_target.append(entry)
-    return {
+    results = {
         "config": config.to_dict(),
+        "trained_steps": trained_steps,
         "model": config.model.name,
         "num_params": int(num_params),
         "dataset": {"spec": config.dataset, "name": dataset.name, "env_id": dataset.env_id,
@@ -52,6 +58,25 @@ def build_results(config, dataset, model, num_params, result, history, *, wall_t
         "platform": platform.platform(),
         "gif": gif,
     }
+    if trained_steps != int(config.num_steps):
+        results["note"] = (f"the checkpoint at step {trained_steps} was evaluated as it is "
+                           f"(--evaluate_only), not one at config.num_steps={config.num_steps}")
+    return results
+
+
+def trained_steps_of(results: dict) -> int:
+    """Training steps of the parameters `results` describe (older results: config.num_steps)."""
+    return int(results.get("trained_steps", results["config"]["num_steps"]))
+
+
+def read_results(workdir: str) -> dict | None:
+    """<workdir>/results.json, or None when absent or unreadable."""
+    try:
+        with open(os.path.join(workdir, "results.json")) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) and "config" in results else None
 
 
 def markdown_summary(results: dict) -> str:
@@ -61,7 +86,8 @@ def markdown_summary(results: dict) -> str:
         f"# {results['model']} on {d['name']} ({d['env_id']})",
         "",
         f"parameters: {results['num_params']:,}; seeds: {results['seeds']}; "
-        f"train {results['wall_times']['train_s']:.1f} s, "
+        f"trained {trained_steps_of(results):,} steps in {results['wall_times']['train_s']:.1f} s "
+        f"(+ {results['wall_times'].get('compile_s', 0.0):.1f} s compiling), "
         f"eval {results['wall_times']['eval_s']:.1f} s",
         f"reference scores: min {d['ref_min_score']}, max {d['ref_max_score']} "
         f"({d['ref_source']})",
@@ -69,6 +95,8 @@ def markdown_summary(results: dict) -> str:
         "| target | return (mean ± std over seeds) | normalised score | per-seed returns |",
         "|---|---|---|---|",
     ]
+    if results.get("note"):
+        lines[2:2] = [f"note: {results['note']}"]
     for e in results["eval"]:
         norm = (f"{e['normalized_score']:.1f} ± {e['normalized_score_std_over_seeds']:.1f}"
                 if "normalized_score" in e else "n/a")
@@ -108,14 +136,24 @@ def plot(path: str, results: dict, history: list) -> None:
 
 
 def write_all(workdir: str, results: dict, history: list) -> None:
-    """Write results.json, results.md and curves.png atomically into `workdir`."""
-    _atomic_write(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+    """Write curves.png, results.md and, last, results.json atomically into `workdir` (a
+    results.json therefore always comes with the plot and summary of the same results)."""
+    tmp_png = os.path.join(workdir, f"curves.tmp{os.getpid()}.png")
+    plot(tmp_png, results, history)
+    _replace(tmp_png, os.path.join(workdir, "curves.png"))
     _atomic_write(os.path.join(workdir, "results.md"), markdown_summary(results))
-    plot(os.path.join(workdir, "curves.png"), results, history)
+    _atomic_write(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
 
 
 def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(text)
+    _replace(tmp, path)
+
+
+def _replace(tmp: str, path: str) -> None:
+    """fsync `tmp`, then rename it over `path`."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)

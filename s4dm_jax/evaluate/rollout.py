@@ -40,6 +40,25 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         ) from e
 
 
+def check_eval_env(env_id: str, obs_dim: int) -> None:
+    """EvaluationError now if `env_id` cannot be made or its observations are not of size
+    `obs_dim` (run before training, so a run never fails only at its final evaluation)."""
+    envs = make_vector_env(env_id, 1)
+    try:
+        _check_obs_dim(envs, obs_dim)
+    finally:
+        envs.close()
+
+
+def _check_obs_dim(envs, obs_dim: int) -> None:
+    size = envs.single_observation_space.shape[0]
+    if size != obs_dim:
+        raise EvaluationError(
+            f"environment {envs.spec.id if envs.spec else ''} has observations of size {size} "
+            f"but the model was built for {obs_dim}; check --config.env_id"
+        )
+
+
 def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np.ndarray,
             rtg_scale: float, targets, episodes: int, max_steps: int = 1000,
             delayed_reward: bool = False, seed: int = 0) -> RolloutResult:
@@ -72,12 +91,8 @@ def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np
 def _run(model, params, envs, num_seeds, per_seed, targets, episodes, mean, std, rtg_scale,
          max_steps, delayed_reward, seed):
     n = num_seeds * per_seed
-    obs_dim = envs.single_observation_space.shape[0]
-    if obs_dim != model.obs_dim:
-        raise EvaluationError(
-            f"environment {envs.spec.id if envs.spec else ''} has observations of size {obs_dim} "
-            f"but the model was built for {model.obs_dim}; check --config.env_id"
-        )
+    _check_obs_dim(envs, model.obs_dim)
+    obs_dim = model.obs_dim
     space = envs.single_action_space
     discrete = isinstance(space, gym.spaces.Discrete)
     params = jax.jit(jax.vmap(model.prepare_step))(params)

@@ -19,12 +19,17 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 from s4dm_jax import models as models_lib
-from s4dm_jax.data import SequenceSampler, load_dataset
+from s4dm_jax.data import DatasetError, SequenceSampler, load_dataset
 from s4dm_jax.data.sampling import sample_batch
+from s4dm_jax.evaluate import report
+from s4dm_jax.evaluate.rollout import check_eval_env, render_episode, rollout
 from s4dm_jax.nn import ssm_param_mask
 from s4dm_jax.train import checkpoint
+from s4dm_jax.train.history import HistoryWriter, truncate_history
 from s4dm_jax.train.optim import make_optimizer, warmup_schedule
 
 
@@ -110,38 +115,52 @@ def build(config):
     if unknown:
         raise ConfigError(f"config.model has fields {unknown} that model {name!r} does not take; "
                           f"accepted: {sorted(models_lib.DEFAULTS[name])}")
-    model = models_lib.make_model(name, dataset.obs_dim, dataset.act_dim,
-                                  discrete=dataset.discrete, **model_kwargs)
-    sampler = SequenceSampler(dataset, model.context_len, rtg_scale=config.rtg_scale,
-                              top_fraction=config.top_fraction,
-                              delayed_reward=config.delayed_reward)
+    try:
+        model = models_lib.make_model(name, dataset.obs_dim, dataset.act_dim,
+                                      discrete=dataset.discrete, **model_kwargs)
+        sampler = SequenceSampler(dataset, model.context_len, rtg_scale=config.rtg_scale,
+                                  top_fraction=config.top_fraction,
+                                  delayed_reward=config.delayed_reward)
+    except DatasetError:
+        raise
+    except (ValueError, TypeError) as e:  # a value the model or sampler refuses
+        raise ConfigError(f"config.model ({name}) or sampling settings are invalid: {e}") from e
     return dataset, sampler, model
 
 
-def train_and_evaluate(config, workdir: str, *, show_progress: bool = True) -> dict:
+def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
+                       evaluate_only: bool = False) -> dict:
     """Train `config.seeds` seeds, checkpointing to and resuming from `workdir`, then evaluate.
 
-    Writes <workdir>/{checkpoints/, tensorboard/, results.json, results.md, curves.png}.
-    Returns the results dict.
+    Writes <workdir>/{checkpoints/, tensorboard/, train_history.jsonl, results.json, results.md,
+    curves.png}. A workdir whose results.json already holds this config's finished run is not
+    trained or evaluated again: its stored results are returned unchanged. A workdir whose
+    checkpoints are past config.num_steps or come from another optimiser/model is refused.
+    `evaluate_only` evaluates the latest checkpoint as it is (no training), labelled with its
+    real step. Every check runs before anything is written. Returns the results dict.
     """
-    from s4dm_jax.evaluate import report
-    from s4dm_jax.evaluate.rollout import render_episode, rollout
-
     _validate(config)
+    _validate_fields(config)
     workdir = os.path.abspath(workdir)
-    dataset, sampler, model = build(config)  # fails before anything is written
-    checkpoint.check_run_config(workdir, config)
-
+    dataset, sampler, model = build(config)  # validates the dataset and its environment id
+    check_eval_env(dataset.env_id, model.obs_dim)  # evaluation would fail: fail before training
     mesh = make_mesh(config.seed_axis_devices)
     data_axis = mesh.shape["data"]
     if config.batch_size % data_axis:
         raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
-                         f"{data_axis} devices of the data axis")
+                          f"{data_axis} devices of the data axis")
     if config.seeds % mesh.shape["seed"]:
         raise ConfigError(f"config.seeds={config.seeds} must be divisible by "
-                         f"config.seed_axis_devices={mesh.shape['seed']}")
+                          f"config.seed_axis_devices={mesh.shape['seed']}")
+    checkpoint.check_run_config(workdir, config)
+    stored = _finished_results(config, workdir, evaluate_only)
+    if stored is not None:
+        return stored
 
-    probe = model.init(jax.random.PRNGKey(0))
+    try:
+        probe = model.init(jax.random.PRNGKey(0))
+    except (ValueError, TypeError) as e:  # Flax modules check their fields when first set up
+        raise ConfigError(f"config.model ({config.model.name}) is invalid: {e}") from e
     mask = ssm_param_mask(probe)
     has_ssm = any(jax.tree_util.tree_leaves(mask))
     optimizer = make_optimizer(config.optim, mask if has_ssm else None)
@@ -154,24 +173,36 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True) -> d
     arrays = jax.device_put(sampler.arrays, NamedSharding(mesh, P()))
 
     manager = checkpoint.open_manager(workdir, config.keep_checkpoints)
-    state, start_step = checkpoint.restore_latest(manager, state)
-    if start_step:
+    try:
+        restored = checkpoint.restore_latest(manager, state, workdir)
+    except BaseException:
+        manager.close()
+        raise
+    for message in restored.skipped:
+        print(f"warning: {message}")
+    state, start_step = restored.state, restored.step
+    checkpoint.write_run_config(workdir, config)
+    history = truncate_history(workdir, start_step)
+    train_s = restored.train_s
+    if train_s is None:  # checkpoint metadata without the time: take the record's last entry
+        train_s = float(history[-1].get("train_s", 0.0)) if history else 0.0
+        print(f"warning: checkpoint step {start_step} does not store its training time; "
+              f"train_s continues from the training record ({train_s:.1f} s)")
+    if start_step and not evaluate_only:
         print(f"Resuming from checkpoint at step {start_step} in {workdir}/checkpoints")
-
-    from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     lr_schedule = warmup_schedule(config.optim.learning_rate, config.optim.warmup_steps)
-    history = _load_history(workdir, start_step)
-    train_time = 0.0
+    compile_s = 0.0
     try:
-        state, train_time = _train_loop(config, model, optimizer, mesh, state, arrays, start_step,
-                                        manager, writer, lr_schedule, history, workdir,
-                                        show_progress, sampler, dataset)
+        if not evaluate_only:
+            state, train_s, compile_s = _train_loop(
+                config, model, optimizer, mesh, state, arrays, start_step, train_s, manager,
+                writer, lr_schedule, history, workdir, show_progress, sampler, dataset)
     finally:
         manager.wait_until_finished()
         manager.close()
-        _save_history(workdir, history)
+    trained_steps = start_step if evaluate_only else int(config.num_steps)
 
     eval_start = time.perf_counter()
     result = rollout(model, state["params"], env_id=dataset.env_id, state_mean=sampler.state_mean,
@@ -179,7 +210,7 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True) -> d
                      targets=config.eval.target_returns, episodes=config.eval.episodes,
                      max_steps=config.eval.max_episode_steps,
                      delayed_reward=config.delayed_reward, seed=config.seed + 10_000)
-    _log_eval(writer, result, dataset, int(config.num_steps))
+    _log_eval(writer, result, dataset, trained_steps)
     writer.close()
     gif = None
     if config.eval.gif:
@@ -196,75 +227,133 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True) -> d
             gif = None
     results = report.build_results(
         config, dataset, model, num_params, result, history,
-        wall_times={"train_s": train_time, "eval_s": time.perf_counter() - eval_start},
-        devices=[str(d) for d in mesh.devices.flat], gif=gif,
+        wall_times={"train_s": train_s, "compile_s": compile_s,
+                    "eval_s": time.perf_counter() - eval_start},
+        devices=[str(d) for d in mesh.devices.flat], gif=gif, trained_steps=trained_steps,
     )
     report.write_all(workdir, results, history)
     return results
 
 
-def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, manager, writer,
-                lr_schedule, history, workdir, show_progress, sampler, dataset):
-    from tqdm.auto import tqdm
+def _finished_results(config, workdir: str, evaluate_only: bool) -> dict | None:
+    """The stored results when `workdir` holds this config's finished run, else None; raises
+    CheckpointError for a rerun that would mislabel or overwrite a result (nothing written)."""
+    steps = checkpoint.saved_steps(workdir)
+    latest = steps[-1] if steps else 0
+    total = int(config.num_steps)
+    if evaluate_only:
+        if not latest:
+            raise checkpoint.CheckpointError(
+                f"--evaluate_only: {workdir} has no checkpoint to evaluate; train first (the "
+                "same command without --evaluate_only)")
+        return None
+    if latest > total:
+        raise checkpoint.CheckpointError(
+            f"{workdir} holds a checkpoint at step {latest}, past config.num_steps={total}: "
+            f"evaluating it would report a {latest}-step model as a {total}-step run, and "
+            "training cannot go backwards. Nothing was changed. Use --config.num_steps="
+            f"{latest} or more (report or continue that run), a new --workdir, or "
+            f"--evaluate_only to evaluate the step-{latest} checkpoint as it is (labelled step "
+            f"{latest}).")
+    stored = report.read_results(workdir)
+    if latest != total or stored is None or report.trained_steps_of(stored) != total:
+        return None
+    # num_steps is compared as the trained step above (an --evaluate_only result may carry
+    # another num_steps); every other field must match.
+    current = json.loads(json.dumps({**config.to_dict(), "num_steps": None}))
+    diffs = checkpoint.config_differences({**stored.get("config", {}), "num_steps": None}, current)
+    if diffs:
+        raise checkpoint.CheckpointError(
+            f"{workdir} holds the finished {total}-step run, evaluated with a different config "
+            f"({'; '.join(diffs)}). Its stored results were left unchanged. Rerun with the "
+            "stored settings to report them, pass --evaluate_only to evaluate the checkpoint "
+            "again with the new settings (rewriting results.json), or use a new --workdir.")
+    print(f"{workdir} already holds this finished run (step {total}); reporting its stored "
+          "results unchanged (pass --evaluate_only to evaluate the checkpoint again).")
+    return stored
 
-    from s4dm_jax.evaluate.rollout import rollout
 
+def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train_s, manager,
+                writer, lr_schedule, history, workdir, show_progress, sampler, dataset):
+    """Train from `start_step` to config.num_steps. Returns (state, train_s, compile_s): the
+    cumulative training seconds (compilation excluded) and this session's compile seconds."""
     total = int(config.num_steps)
     chunk = max(1, min(int(config.steps_per_call), total))
-    compiled = {}
+    compiled, compile_s = {}, 0.0
 
-    def chunk_fn(n):
-        if n not in compiled:
-            compiled[n] = make_train_chunk(model, optimizer, batch_size=config.batch_size,
-                                           context_len=model.context_len, num_steps=n, mesh=mesh,
-                                           episode_start_windows=config.episode_start_windows)
+    def chunk_fn(n, state):
+        nonlocal compile_s
+        if n not in compiled:  # compiled ahead of time so its cost is not counted as training
+            t0 = time.perf_counter()
+            jitted = make_train_chunk(model, optimizer, batch_size=config.batch_size,
+                                      context_len=model.context_len, num_steps=n, mesh=mesh,
+                                      episode_start_windows=config.episode_start_windows)
+            compiled[n] = jitted.lower(state, arrays).compile()
+            compile_s += time.perf_counter() - t0
         return compiled[n]
 
-    step, last_saved, elapsed = start_step, start_step, 0.0
+    step = start_step
+    record = HistoryWriter(workdir)
     bar = tqdm(total=total, initial=step, desc=f"train {config.model.name} x{config.seeds} seeds",
                unit="step", disable=not show_progress, dynamic_ncols=True)
-    while step < total:
-        n = min(chunk, total - step)
-        t0 = time.perf_counter()
-        new_state, metrics = chunk_fn(n)(state, arrays)
-        metrics = jax.device_get(metrics)  # also waits for the chunk to finish
-        dt = time.perf_counter() - t0
-        bad = ~(np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"]))
-        if bad.any():
-            seed_idx, step_idx = np.argwhere(bad)[0]
-            raise TrainingDivergedError(
-                f"non-finite loss or gradient at step {step + step_idx + 1} "
-                f"(seed {config.seed + seed_idx}); training stopped. The last good checkpoint "
-                f"(step {last_saved}) is kept in {workdir}/checkpoints. Try a lower "
-                "--config.optim.learning_rate / ssm_learning_rate or a smaller grad_clip."
-            )
-        state = new_state
-        prev, step = step, step + n
-        elapsed += dt
-        bar.update(n)
-        bar.set_postfix(loss=f"{metrics['loss'][:, -1].mean():.4f}")
-        if _crossed(prev, step, config.log_every) or step == total:
-            _log_train(writer, history, metrics, step, config, lr_schedule(step - 1), n / dt)
-        if config.eval.every and (_crossed(prev, step, config.eval.every)) and step < total:
-            result = rollout(model, state["params"], env_id=dataset.env_id,
-                             state_mean=sampler.state_mean, state_std=sampler.state_std,
-                             rtg_scale=config.rtg_scale, targets=config.eval.target_returns,
-                             episodes=config.eval.episodes,
-                             max_steps=config.eval.max_episode_steps,
-                             delayed_reward=config.delayed_reward, seed=config.seed + 10_000)
-            _log_eval(writer, result, dataset, step)
-        if _crossed(prev, step, config.checkpoint_every) or step == total:
-            checkpoint.save(manager, step, state)
-            last_saved = step
-    bar.close()
-    return state, elapsed
+    try:
+        while step < total:
+            n = min(chunk, total - step)
+            fn = chunk_fn(n, state)
+            t0 = time.perf_counter()
+            new_state, metrics = fn(state, arrays)
+            metrics = jax.device_get(metrics)  # also waits for the chunk to finish
+            dt = time.perf_counter() - t0
+            bad = ~(np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"]))
+            if bad.any():
+                seed_idx, step_idx = np.argwhere(bad)[0]
+                raise _diverged(config, manager, workdir, step + step_idx + 1, seed_idx)
+            state = new_state
+            prev, step = step, step + n
+            train_s += dt
+            bar.update(n)
+            bar.set_postfix(loss=f"{metrics['loss'][:, -1].mean():.4f}")
+            if _crossed(prev, step, config.log_every) or step == total:
+                entry = _log_train(writer, metrics, step, config, lr_schedule(step - 1), n / dt,
+                                   train_s)
+                history.append(entry)
+                record.append(entry)  # flushed + fsync'd before the checkpoint of this step
+            if config.eval.every and _crossed(prev, step, config.eval.every) and step < total:
+                result = rollout(model, state["params"], env_id=dataset.env_id,
+                                 state_mean=sampler.state_mean, state_std=sampler.state_std,
+                                 rtg_scale=config.rtg_scale, targets=config.eval.target_returns,
+                                 episodes=config.eval.episodes,
+                                 max_steps=config.eval.max_episode_steps,
+                                 delayed_reward=config.delayed_reward, seed=config.seed + 10_000)
+                _log_eval(writer, result, dataset, step)
+            if _crossed(prev, step, config.checkpoint_every) or step == total:
+                checkpoint.save(manager, step, state, train_s)
+    finally:
+        record.close()
+        bar.close()
+    return state, train_s, compile_s
+
+
+def _diverged(config, manager, workdir, step, seed_idx) -> TrainingDivergedError:
+    manager.wait_until_finished()  # the message names a checkpoint that really exists
+    saved = manager.latest_step()
+    if saved is None:
+        kept = (f"No checkpoint had been written yet (config.checkpoint_every="
+                f"{config.checkpoint_every}), so there is nothing to resume from")
+    else:
+        kept = f"The last good checkpoint (step {saved}) is kept in {workdir}/checkpoints"
+    return TrainingDivergedError(
+        f"non-finite loss or gradient at step {step} (seed {config.seed + seed_idx}); training "
+        f"stopped. {kept}. Try a lower --config.optim.learning_rate / ssm_learning_rate or a "
+        "smaller grad_clip (in a new --workdir: a changed optimiser does not resume).")
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:
     return every > 0 and now // every > prev // every
 
 
-def _log_train(writer, history, metrics, step, config, lr, steps_per_s):
+def _log_train(writer, metrics, step, config, lr, steps_per_s, train_s) -> dict:
+    """Write the chunk's last-step metrics to TensorBoard; returns the history record."""
     loss = np.asarray(metrics["loss"])[:, -1]
     grad_norm = np.asarray(metrics["grad_norm"])[:, -1]
     writer.add_scalar("train/loss", float(loss.mean()), step)
@@ -273,8 +362,9 @@ def _log_train(writer, history, metrics, step, config, lr, steps_per_s):
     writer.add_scalar("train/steps_per_s", float(steps_per_s), step)
     for i, v in enumerate(loss):
         writer.add_scalar(f"train/loss_seed{config.seed + i}", float(v), step)
-    history.append({"step": int(step), "loss": loss.tolist(), "grad_norm": grad_norm.tolist(),
-                    "steps_per_s": float(steps_per_s)})
+    return {"step": int(step), "loss": loss.tolist(), "grad_norm": grad_norm.tolist(),
+            "learning_rate": float(lr), "steps_per_s": float(steps_per_s),
+            "train_s": float(train_s)}
 
 
 def _log_eval(writer, result, dataset, step):
@@ -287,25 +377,6 @@ def _log_eval(writer, result, dataset, step):
             writer.add_scalar(f"eval/normalized_target{target:g}",
                               float(dataset.normalized_score(per_seed).mean()), step)
     writer.flush()
-
-
-def _history_path(workdir):
-    return os.path.join(workdir, "train_history.json")
-
-
-def _load_history(workdir, start_step):
-    path = _history_path(workdir)
-    if start_step and os.path.exists(path):
-        with open(path) as f:
-            return [h for h in json.load(f) if h["step"] <= start_step]
-    return []
-
-
-def _save_history(workdir, history):
-    tmp = _history_path(workdir) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(history, f)
-    os.replace(tmp, _history_path(workdir))
 
 
 def _validate(config):
@@ -325,6 +396,60 @@ def _validate(config):
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _validate_fields(config):
+    """ConfigError for every remaining field outside its valid range (see configs/base.py)."""
+    def is_int(v):
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    def is_num(v):
+        return (isinstance(v, int | float | np.number) and not isinstance(v, bool)
+                and math.isfinite(v))
+
+    optim = config.optim
+    checks = [
+        (is_int(config.keep_checkpoints) and config.keep_checkpoints >= 1,
+         "config.keep_checkpoints must be an integer >= 1 (0 would keep no checkpoint)"),
+        (is_int(config.checkpoint_every) and config.checkpoint_every >= 0,
+         "config.checkpoint_every must be an integer >= 0 (0: only at the end)"),
+        (is_int(config.log_every) and config.log_every >= 0,
+         "config.log_every must be an integer >= 0 (0: only at the end)"),
+        (is_int(config.seed) and config.seed >= 0, "config.seed must be an integer >= 0"),
+        (is_int(config.seed_axis_devices) and config.seed_axis_devices >= 1,
+         "config.seed_axis_devices must be an integer >= 1"),
+        (is_int(config.eval.every) and config.eval.every >= 0,
+         "config.eval.every must be an integer >= 0 (0: only at the end)"),
+        (is_int(config.eval.max_episode_steps) and config.eval.max_episode_steps >= 1,
+         "config.eval.max_episode_steps must be an integer >= 1"),
+        (all(is_num(t) for t in config.eval.target_returns),
+         "config.eval.target_returns must be finite numbers"),
+        (is_num(optim.ssm_learning_rate) and optim.ssm_learning_rate > 0,
+         "config.optim.ssm_learning_rate must be a positive number"),
+        (is_num(optim.weight_decay) and optim.weight_decay >= 0,
+         "config.optim.weight_decay must be a number >= 0"),
+        (is_int(optim.warmup_steps) and optim.warmup_steps >= 0,
+         "config.optim.warmup_steps must be an integer >= 0"),
+        (is_num(optim.grad_clip) and optim.grad_clip > 0,
+         "config.optim.grad_clip must be a positive number"),
+        (is_num(optim.b1) and 0 <= optim.b1 < 1, "config.optim.b1 must be in [0, 1)"),
+        (is_num(optim.b2) and 0 <= optim.b2 < 1, "config.optim.b2 must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    defaults = models_lib.DEFAULTS.get(config.model.get("name"), {})
+    for key, value in config.model.items():
+        default = defaults.get(key)
+        if is_int(default) and not (is_int(value) and value >= 1):
+            raise ConfigError(f"config.model.{key} must be an integer >= 1, got {value!r}")
+        if key == "dropout" and not (is_num(value) and 0 <= value < 1):
+            raise ConfigError(f"config.model.dropout must be in [0, 1), got {value!r}")
+        if isinstance(default, tuple) and not (
+                isinstance(value, list | tuple) and len(value) >= 1
+                and all(is_int(v) and v >= 1 for v in value)):
+            raise ConfigError(f"config.model.{key} must be a non-empty list of integers >= 1, "
+                              f"got {value!r}")
 
 
 __all__ = ["ConfigError", "TrainingDivergedError", "build", "init_state", "make_mesh",

@@ -89,8 +89,10 @@ def test_explicit_refs_override_and_missing_refs_error(tmp_path):
     assert ds.ref_min_score == -20.272305 and "user-provided" in ds.ref_source
     assert ds.normalized_score(479.727695) == pytest.approx(50.0)
 
-    with pytest.warns(UserWarning, match="not a registered"):
-        ds = load_dataset(str(tmp_path / "hopper.hdf5"), env_id="NotAnEnv-v0")
+    with pytest.raises(DatasetError, match="'NotAnEnv-v0' .* not a registered .* Hopper-v5"):
+        load_dataset(str(tmp_path / "hopper.hdf5"), env_id="NotAnEnv-v0")
+    write_d4rl(tmp_path / "swimmer-data.hdf5", obs_dim=8, act_dim=2)
+    ds = load_dataset(str(tmp_path / "swimmer-data.hdf5"), env_id="Swimmer-v5")
     assert ds.ref_min_score is None and ds.ref_source == "none"
     with pytest.raises(DatasetError, match="ref_min_score= and ref_max_score="):
         ds.normalized_score(1.0)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from runner_configs import ROOT, tiny_config
 
+from s4dm_jax.data import load_dataset
 from s4dm_jax.train import checkpoint
+from s4dm_jax.train.history import read_history
 from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
 
 
@@ -28,9 +30,9 @@ def _params_of_latest(workdir):
     opt = make_optimizer(config.optim, mask if any(jax.tree_util.tree_leaves(mask)) else None)
     state = init_state(model, opt, seed_keys(config.seed, config.seeds))
     manager = checkpoint.open_manager(workdir, 3)
-    restored, step = checkpoint.restore_latest(manager, state)
+    restored = checkpoint.restore_latest(manager, state, workdir)
     manager.close()
-    return restored, step
+    return restored.state, restored.step
 
 
 @pytest.mark.parametrize("model", ["s4dm", "dt", "mamba", "bc"])
@@ -65,8 +67,8 @@ def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path):
     assert step_a == step_b == 6
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    with open(os.path.join(part, "train_history.json")) as f:
-        assert [h["step"] for h in json.load(f)] == [2, 4, 6]
+    assert [h["step"] for h in read_history(part)] == [2, 4, 6]
+    assert [h["loss"] for h in read_history(part)] == [h["loss"] for h in read_history(full)]
 
 
 def test_workdir_of_another_run_is_refused_and_left_intact(tmp_path):
@@ -78,19 +80,45 @@ def test_workdir_of_another_run_is_refused_and_left_intact(tmp_path):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
+def _write_embedded_as_d4rl(path, action_scale=1.0):
+    """The embedded dataset's arrays as a D4RL hdf5 file, actions multiplied by `action_scale`."""
+    import h5py
+
+    ds = load_dataset("embedded")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations", data=ds.observations)
+        f.create_dataset("actions", data=ds.actions * np.float32(action_scale))
+        f.create_dataset("rewards", data=ds.rewards)
+        f.create_dataset("terminals", data=ds.terminals)
+        f.create_dataset("timeouts", data=ds.timeouts)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
-    train_and_evaluate(tiny_config("bc", num_steps=2), workdir, show_progress=False)
+    data = str(tmp_path / "hopper-custom.hdf5")
+    _write_embedded_as_d4rl(data)
+    train_and_evaluate(tiny_config("bc", num_steps=2, dataset=data), workdir, show_progress=False)
     with open(os.path.join(workdir, "results.json")) as f:
         first_results = f.read()
-    config = tiny_config("bc", num_steps=8)
-    config.optim.learning_rate = 1e38  # params overflow to inf within a step or two
-    config.optim.grad_clip = 1e38
-    with pytest.raises(TrainingDivergedError, match="last good checkpoint"):
-        train_and_evaluate(config, workdir, show_progress=False)
+    # Same config (so it resumes), but actions of 1e20 make the BC loss overflow at step 3.
+    _write_embedded_as_d4rl(data, action_scale=1e20)
+    with pytest.raises(TrainingDivergedError, match=r"step 3 .*last good checkpoint \(step 2\)"):
+        train_and_evaluate(tiny_config("bc", num_steps=8, dataset=data), workdir,
+                           show_progress=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
     with open(os.path.join(workdir, "results.json")) as f:
         assert f.read() == first_results  # earlier results are not overwritten
+
+
+def test_divergence_before_any_checkpoint_says_none_exists(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config("bc", num_steps=8, checkpoint_every=4)
+    config.optim.learning_rate = 1e38  # params overflow to inf within a step or two
+    config.optim.grad_clip = 1e38
+    with pytest.raises(TrainingDivergedError, match="No checkpoint had been written yet") as err:
+        train_and_evaluate(config, workdir, show_progress=False)
+    assert "step 0" not in str(err.value)
+    assert checkpoint.saved_steps(workdir) == []
 
 
 def test_bad_config_fields_get_clear_errors(tmp_path):

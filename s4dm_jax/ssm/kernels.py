@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from s4dm_jax.ssm import discretize
+from s4dm_jax.ssm.linalg import small_inverse
 
 
 def _complex_dtype(*xs):
@@ -104,26 +105,73 @@ def dplr_discrete(Lambda, P, B, dt, Q=None):
     return discretize.bilinear(A, conj_complete(jnp.asarray(B, cdtype)), dt)
 
 
-def _one_minus_power_T(Lambda, P, B, dt, L, Q):
-    """(I - Ab^L)^T of the completed system (2M, 2M), without cancellation.
+def dplr_dense_real(Lambda, P, Q=None):
+    """The completed DPLR matrix in real coordinates r = [Re x; Im x] of the first half x:
+    A_r = [[diag(Re L), -diag(Im L)], [diag(Im L), diag(Re L)]] - 2 sum_i p_i q_i^T with
+    p_i = [Re P_i; Im P_i], q_i = [Re Q_i; Im Q_i] (2M, 2M) real; x2 = [x; conj x] evolves by the
+    complex completed matrix exactly when r evolves by A_r.
+    """
+    Q = P if Q is None else Q
+    a, b = jnp.real(Lambda), jnp.imag(Lambda)
+    top = jnp.concatenate([jnp.diag(a), -jnp.diag(b)], axis=1)
+    bottom = jnp.concatenate([jnp.diag(b), jnp.diag(a)], axis=1)
+    p = jnp.concatenate([jnp.real(P), jnp.imag(P)], axis=1)  # (rank, 2M)
+    q = jnp.concatenate([jnp.real(Q), jnp.imag(Q)], axis=1)
+    return jnp.concatenate([top, bottom]) - 2.0 * p.T @ q
 
-    I - Ab^L = (I - Ab) S_L with S_L = sum_{l<L} Ab^l (by doubling over the bits of L) and
+
+def _bilinear_left_inverse_real(Lambda, P, dt, Q):
+    """(I - dt/2 A_r)^-1 for the real-coordinate matrix of `dplr_dense_real`, by Woodbury.
+
+    I - dt/2 A_r = D + dt p q^T with D = [[diag(al), diag(be)], [-diag(be), diag(al)]],
+    al = 1 - dt Re(Lambda)/2, be = dt Im(Lambda)/2, whose inverse is elementwise per mode:
+    (1 / (al^2 + be^2)) [[al, -be], [be, al]]. Only a rank x rank inverse remains.
+    """
+    Q = P if Q is None else Q
+    al = 1.0 - (dt / 2.0) * jnp.real(Lambda)
+    be = (dt / 2.0) * jnp.imag(Lambda)
+    n = al * al + be * be
+    d_al, d_be = al / n, be / n
+    Dinv = jnp.concatenate([
+        jnp.concatenate([jnp.diag(d_al), -jnp.diag(d_be)], axis=1),
+        jnp.concatenate([jnp.diag(d_be), jnp.diag(d_al)], axis=1)])
+    p = jnp.concatenate([jnp.real(P), jnp.imag(P)], axis=1)  # (rank, 2M)
+    q = jnp.concatenate([jnp.real(Q), jnp.imag(Q)], axis=1)
+    Dinv_p = Dinv @ p.T  # (2M, rank)
+    qT_Dinv = q @ Dinv  # (rank, 2M)
+    small = small_inverse(jnp.eye(p.shape[0], dtype=p.dtype) + dt * (q @ Dinv_p))
+    return Dinv - dt * Dinv_p @ small @ qT_Dinv
+
+
+def _one_minus_power_real_T(Lambda, P, dt, L, Q):
+    """(I - Ab^L)^T of the completed system in real coordinates (2M, 2M), without cancellation.
+
+    Real arithmetic (complex dense products are many times slower on CPUs). I - Ab^L =
+    (I - Ab) S_L with S_L = sum_{l<L} Ab^l (by doubling over the bits of L) and
     I - Ab = -(I - dt/2 A)^-1 dt A (bilinear), so a slowly decaying mode (Ab^L ~ I) keeps its
     relative accuracy in float32, where 1 - Ab^L itself would cancel.
     """
-    cdtype = _complex_dtype(Lambda, P, B)
-    A = dplr_dense(jnp.asarray(Lambda, cdtype), jnp.asarray(P, cdtype),
-                   None if Q is None else jnp.asarray(Q, cdtype))
+    A = dplr_dense_real(Lambda, P, Q)
     eye = jnp.eye(A.shape[0], dtype=A.dtype)
-    left = eye - (dt / 2.0) * A
-    Ab = jnp.linalg.solve(left, eye + (dt / 2.0) * A)
-    one_minus_Ab = -jnp.linalg.solve(left, dt * A)
+    left_inv = _bilinear_left_inverse_real(Lambda, P, dt, Q)  # (I - dt/2 A)^-1, no LAPACK
+    Ab = left_inv @ (eye + (dt / 2.0) * A)
+    one_minus_Ab = -left_inv @ (dt * A)
     S, power = jnp.zeros_like(eye), eye  # S_n, Ab^n for n = 0
     for bit in bin(int(L))[2:]:  # L is static: at most log2(L) + 1 iterations
         S, power = S + power @ S, power @ power  # n -> 2n
         if bit == "1":
             S, power = S + power, power @ Ab  # n -> n + 1
     return (one_minus_Ab @ S).T
+
+
+def _real_readout(C):
+    """c_r with C2 x2 = c_r . [Re x; Im x]: [2 Re C, -2 Im C] (2M,)."""
+    return jnp.concatenate([2.0 * jnp.real(C), -2.0 * jnp.imag(C)])
+
+
+def _complex_readout(c_r, M):
+    """Inverse of `_real_readout`: C = (c_r[:M] - i c_r[M:]) / 2."""
+    return jax.lax.complex(c_r[:M], -c_r[M:]) / 2.0
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
@@ -134,12 +182,16 @@ def dplr_c_tilde(Lambda, P, B, C, dt, L: int, Q=None):
     With y = C x (no conjugation), sum_{l<L} K_l w^l = C (I - Ab^L)(I - w Ab)^-1 Bb at
     w^L = 1, hence the transpose (the official code stores conj(C), where the same map reads
     (I - Ab^L)^* C). C~2 is conjugate symmetric like C2, so its first half is returned.
-    Dense O(N^3 log L): for set-up and tests, not for a training step.
-    Lambda (M,), P (rank, M), B (M,), C (M,), dt scalar, L static int -> C~ (M,).
+    Computed in real coordinates; dense O(N^3 log L): for set-up and tests, not for a training
+    step. Lambda (M,), P (rank, M), B (M,) (unused: kept for a uniform signature), C (M,), dt
+    scalar, L static int -> C~ (M,).
     """
-    M = jnp.shape(Lambda)[-1]
-    T = _one_minus_power_T(Lambda, P, B, dt, L, Q)
-    return (T @ conj_complete(jnp.asarray(C, T.dtype)))[:M]
+    del B
+    cdtype = _complex_dtype(Lambda, P, C)
+    Lambda, P, C = (jnp.asarray(x, cdtype) for x in (Lambda, P, C))
+    Q = None if Q is None else jnp.asarray(Q, cdtype)
+    T = _one_minus_power_real_T(Lambda, P, dt, L, Q)
+    return _complex_readout(T @ _real_readout(C), Lambda.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
@@ -148,10 +200,13 @@ def dplr_c_from_tilde(Lambda, P, B, C_tilde, dt, L: int, Q=None):
 
     This is the readout the recurrent view needs when C~ is what was trained.
     """
-    M = jnp.shape(Lambda)[-1]
-    T = _one_minus_power_T(Lambda, P, B, dt, L, Q)
-    C2 = jnp.linalg.solve(T, conj_complete(jnp.asarray(C_tilde, T.dtype))[:, None])[:, 0]
-    return C2[:M]
+    del B
+    cdtype = _complex_dtype(Lambda, P, C_tilde)
+    Lambda, P, C_tilde = (jnp.asarray(x, cdtype) for x in (Lambda, P, C_tilde))
+    Q = None if Q is None else jnp.asarray(Q, cdtype)
+    T = _one_minus_power_real_T(Lambda, P, dt, L, Q)
+    c_r = jnp.linalg.solve(T, _real_readout(C_tilde)[:, None])[:, 0]
+    return _complex_readout(c_r, Lambda.shape[-1])
 
 
 # ----------------------------------------------------------------------------- Cauchy
@@ -271,7 +326,7 @@ def cauchy_dplr(Lambda, P, B, C_tilde, dt, L: int, Q=None):
         corr = s_cp[:, 0] * s_qb[:, 0] / (1.0 + c * s_qp[:, 0, 0])
     else:
         eye = jnp.eye(rank, dtype=cdtype)
-        sol = jnp.linalg.solve(eye + c[:, None, None] * s_qp, s_qb[:, :, None])[:, :, 0]
+        sol = jnp.einsum("kij,kj->ki", small_inverse(eye + c[:, None, None] * s_qp), s_qb)
         corr = jnp.sum(s_cp * sol, axis=-1)
     k_hat = s_cb - c * corr
     if L % 2 == 0:  # Nyquist node w = -1: (I + Ab)^-1 Bb = dt B / 2, so Khat = dt Re(C~ . B)

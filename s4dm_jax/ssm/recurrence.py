@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from s4dm_jax.ssm.linalg import small_inverse
+
 
 def _apply_A(Ab, x):
     return Ab * x if Ab.ndim == 1 else Ab @ x
@@ -70,7 +72,7 @@ def dplr_terms(Lambda, P, Q, dt):
     Q = P if Q is None else Q
     D = 1.0 / (2.0 / dt - Lambda)
     small = 2.0 * jnp.real((jnp.conj(Q) * D) @ P.T)
-    return D, jnp.linalg.inv(jnp.eye(P.shape[0], dtype=small.dtype) + small)
+    return D, small_inverse(jnp.eye(P.shape[0], dtype=small.dtype) + small)
 
 
 def _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t):

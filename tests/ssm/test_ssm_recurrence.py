@@ -172,3 +172,12 @@ def test_jit_and_vmap_over_channels():
         Ab, Bb = discretize.zoh_diag(lam[h], B[h], dt[h])
         _, yh = recurrence.scan(Ab, Bb, C[h], u[:, h], conj_symmetric=True)
         np.testing.assert_allclose(y[:, h], yh, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_small_inverse_matches_numpy(r):
+    from s4dm_jax.ssm.linalg import small_inverse
+
+    m = _rng(7).normal(size=(5, r, r)) + 3 * np.eye(r)
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(small_inverse(jnp.asarray(m)), np.linalg.inv(m), rtol=1e-12)

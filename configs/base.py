@@ -70,7 +70,10 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
     c.batch_size = 64
     c.num_steps = 100_000
-    c.steps_per_call = 100  # train steps fused into one compiled lax.scan call
+    # Train steps run as chunks inside one compiled loop; a chunk has at most steps_per_call
+    # steps and is sized to take about progress_every_s seconds (the progress bar moves).
+    c.steps_per_call = 100
+    c.progress_every_s = 5.0
     c.seed = 0
     c.seeds = 1  # independent seeds trained together (vmapped)
     c.seed_axis_devices = 1  # devices on the mesh's "seed" axis (rest: "data" axis)

@@ -29,6 +29,10 @@ flags.DEFINE_string("workdir", "runs/s4dm-embedded",
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first (multi-host TPU/GPU jobs).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("compilation_cache_dir", None,
+                    "Directory of JAX's persistent compilation cache (a second run of the same "
+                    "config starts in seconds). Default: $S4DM_JAX_CACHE or "
+                    "~/.cache/s4dm_jax/xla; pass --compilation_cache_dir= (empty) to disable.")
 flags.DEFINE_bool("evaluate_only", False,
                   "Do not train: evaluate the workdir's latest checkpoint as it is, labelled with "
                   "its real step (re-evaluates a finished run, whose stored results are otherwise "
@@ -44,6 +48,10 @@ def main(argv):
         import jax
 
         jax.distributed.initialize()
+    from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
+
+    cache = FLAGS.compilation_cache_dir
+    enable_compilation_cache(default_cache_dir() if cache is None else cache)
     from s4dm_jax.data import DatasetError
     from s4dm_jax.evaluate.rollout import EvaluationError
     from s4dm_jax.train.checkpoint import CheckpointError

@@ -1,9 +1,11 @@
 """Training loop: vmapped seeds, data-parallel mesh, orbax resume, TensorBoard, evaluation.
 
-The whole inner loop (batch sampling + forward/backward + optimiser update) for
-`config.steps_per_call` steps is one jitted `lax.scan`, vmapped over seeds. Train state leaves
-carry a leading seed axis S. The device mesh has axes ("seed", "data"): the state is sharded over
-"seed" (replicated when that axis has one device) and each batch is split over "data".
+The whole inner loop (batch sampling + forward/backward + optimiser update) for a chunk of up
+to `config.steps_per_call` steps is one compiled loop, vmapped over seeds; chunk lengths adapt
+to the measured step time so the progress bar moves every `config.progress_every_s` seconds.
+Train state leaves carry a leading seed axis S. The device mesh has axes ("seed", "data"): the
+state is sharded over "seed" (replicated when that axis has one device) and each batch is split
+over "data".
 """
 
 from __future__ import annotations
@@ -71,9 +73,12 @@ def init_state(model, optimizer, keys: jax.Array) -> dict:
     return jax.jit(jax.vmap(one))(keys)
 
 
-def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, num_steps: int,
+def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, max_steps: int,
                      mesh: Mesh, episode_start_windows: bool = False):
-    """Jitted fn(state, data_arrays) -> (state, metrics[S, num_steps]) running `num_steps` steps."""
+    """Jitted fn(state, data_arrays, n) -> (state, metrics[S, max_steps]) running n <= max_steps
+    steps (n is a traced int: one compiled program serves every chunk length; metric entries
+    from n on are zeros).
+    """
     data_sharding = NamedSharding(mesh, P("data"))
 
     def train_step(state, arrays):
@@ -92,10 +97,20 @@ def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, num
                      "opt_state": opt_state, "key": key}
         return new_state, {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    def chunk(state, arrays):
-        return jax.lax.scan(lambda s, _: train_step(s, arrays), state, None, length=num_steps)
+    def chunk(state, arrays, n):
+        shapes = jax.eval_shape(train_step, state, arrays)[1]
+        buffers = jax.tree_util.tree_map(lambda m: jnp.zeros((max_steps, *m.shape), m.dtype),
+                                         shapes)
 
-    vmapped = jax.vmap(chunk, in_axes=(0, None), spmd_axis_name="seed")
+        def body(i, carry):
+            state, buffers = carry
+            state, metrics = train_step(state, arrays)
+            buffers = jax.tree_util.tree_map(lambda b, m: b.at[i].set(m), buffers, metrics)
+            return state, buffers
+
+        return jax.lax.fori_loop(0, jnp.minimum(n, max_steps), body, (state, buffers))
+
+    vmapped = jax.vmap(chunk, in_axes=(0, None, None), spmd_axis_name="seed")
     return jax.jit(vmapped)
 
 
@@ -128,6 +143,18 @@ def build(config):
     return dataset, sampler, model
 
 
+def build_optimizer(config, model):
+    """(optax optimiser for config.optim, the model's parameter count); the SSM parameters
+    (if any) get their own learning rate and no weight decay."""
+    try:
+        probe = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    except (ValueError, TypeError) as e:  # Flax modules check their fields when first set up
+        raise ConfigError(f"config.model ({config.model.name}) is invalid: {e}") from e
+    mask = ssm_param_mask(probe)
+    has_ssm = any(jax.tree_util.tree_leaves(mask))
+    return make_optimizer(config.optim, mask if has_ssm else None), models_lib.param_count(probe)
+
+
 def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
                        evaluate_only: bool = False) -> dict:
     """Train `config.seeds` seeds, checkpointing to and resuming from `workdir`, then evaluate.
@@ -157,15 +184,7 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     if stored is not None:
         return stored
 
-    try:
-        probe = model.init(jax.random.PRNGKey(0))
-    except (ValueError, TypeError) as e:  # Flax modules check their fields when first set up
-        raise ConfigError(f"config.model ({config.model.name}) is invalid: {e}") from e
-    mask = ssm_param_mask(probe)
-    has_ssm = any(jax.tree_util.tree_leaves(mask))
-    optimizer = make_optimizer(config.optim, mask if has_ssm else None)
-    num_params = models_lib.param_count(probe)
-    del probe
+    optimizer, num_params = build_optimizer(config, model)
 
     state_sharding = NamedSharding(mesh, P("seed"))
     state = init_state(model, optimizer, seed_keys(config.seed, config.seeds))
@@ -190,6 +209,12 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
               f"train_s continues from the training record ({train_s:.1f} s)")
     if start_step and not evaluate_only:
         print(f"Resuming from checkpoint at step {start_step} in {workdir}/checkpoints")
+    warmup, total = int(config.optim.warmup_steps), int(config.num_steps)
+    if warmup > total and not evaluate_only:
+        print(f"warning: config.optim.warmup_steps={warmup} exceeds config.num_steps={total}: "
+              f"the learning rate only reaches {total / warmup:.0%} of "
+              f"config.optim.learning_rate={config.optim.learning_rate:g} by the end. Lower "
+              "--config.optim.warmup_steps for a short run.")
 
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
     lr_schedule = warmup_schedule(config.optim.learning_rate, config.optim.warmup_steps)
@@ -278,31 +303,31 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train
     """Train from `start_step` to config.num_steps. Returns (state, train_s, compile_s): the
     cumulative training seconds (compilation excluded) and this session's compile seconds."""
     total = int(config.num_steps)
-    chunk = max(1, min(int(config.steps_per_call), total))
-    compiled, compile_s = {}, 0.0
-
-    def chunk_fn(n, state):
-        nonlocal compile_s
-        if n not in compiled:  # compiled ahead of time so its cost is not counted as training
-            t0 = time.perf_counter()
-            jitted = make_train_chunk(model, optimizer, batch_size=config.batch_size,
-                                      context_len=model.context_len, num_steps=n, mesh=mesh,
-                                      episode_start_windows=config.episode_start_windows)
-            compiled[n] = jitted.lower(state, arrays).compile()
-            compile_s += time.perf_counter() - t0
-        return compiled[n]
-
+    max_chunk = max(1, min(int(config.steps_per_call), total))
+    boundaries = [b for b in (config.log_every, config.checkpoint_every, config.eval.every) if b]
     step = start_step
-    record = HistoryWriter(workdir)
     bar = tqdm(total=total, initial=step, desc=f"train {config.model.name} x{config.seeds} seeds",
-               unit="step", disable=not show_progress, dynamic_ncols=True)
+               unit="step", disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
+    bar.set_postfix_str("compiling the training step...", refresh=True)
+    t0 = time.perf_counter()
+    fn = make_train_chunk(model, optimizer, batch_size=config.batch_size,
+                          context_len=model.context_len, max_steps=max_chunk, mesh=mesh,
+                          episode_start_windows=config.episode_start_windows)
+    fn = fn.lower(state, arrays, jnp.int32(max_chunk)).compile()  # compile time is not train time
+    compile_s = time.perf_counter() - t0
+    bar.reset(total=total)  # the bar's rate and ETA start after compilation
+    bar.initial = bar.n = bar.last_print_n = step
+    n_next = 1  # the first chunk is one step long: it measures the step time
+
+    record = HistoryWriter(workdir)
     try:
         while step < total:
-            n = min(chunk, total - step)
-            fn = chunk_fn(n, state)
+            # Chunks end on every log/checkpoint/eval boundary (so records do not depend on the
+            # chunk lengths) and last about config.progress_every_s (the bar moves).
+            n = min(n_next, total - step, *(b - step % b for b in boundaries))
             t0 = time.perf_counter()
-            new_state, metrics = fn(state, arrays)
-            metrics = jax.device_get(metrics)  # also waits for the chunk to finish
+            new_state, metrics = fn(state, arrays, jnp.int32(n))
+            metrics = {k: v[:, :n] for k, v in jax.device_get(metrics).items()}
             dt = time.perf_counter() - t0
             bad = ~(np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"]))
             if bad.any():
@@ -311,8 +336,10 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train
             state = new_state
             prev, step = step, step + n
             train_s += dt
+            n_next = int(np.clip(config.progress_every_s * n / max(dt, 1e-6), 1, max_chunk))
             bar.update(n)
-            bar.set_postfix(loss=f"{metrics['loss'][:, -1].mean():.4f}")
+            bar.set_postfix_str(f"loss {metrics['loss'][:, -1].mean():.4f}, "
+                                f"compiled in {compile_s:.1f} s", refresh=False)
             if _crossed(prev, step, config.log_every) or step == total:
                 entry = _log_train(writer, metrics, step, config, lr_schedule(step - 1), n / dt,
                                    train_s)
@@ -385,6 +412,7 @@ def _validate(config):
         (config.batch_size >= 1, "config.batch_size must be >= 1"),
         (config.num_steps >= 1, "config.num_steps must be >= 1"),
         (config.steps_per_call >= 1, "config.steps_per_call must be >= 1"),
+        (config.progress_every_s > 0, "config.progress_every_s must be > 0 (seconds)"),
         (config.rtg_scale > 0, "config.rtg_scale must be > 0"),
         (0.0 < config.top_fraction <= 1.0, "config.top_fraction must be in (0, 1]"),
         (config.eval.episodes >= 1, "config.eval.episodes must be >= 1"),
@@ -452,5 +480,5 @@ def _validate_fields(config):
                               f"got {value!r}")
 
 
-__all__ = ["ConfigError", "TrainingDivergedError", "build", "init_state", "make_mesh",
-           "make_train_chunk", "seed_keys", "train_and_evaluate"]
+__all__ = ["ConfigError", "TrainingDivergedError", "build", "build_optimizer", "init_state",
+           "make_mesh", "make_train_chunk", "seed_keys", "train_and_evaluate"]

@@ -27,11 +27,12 @@ def test_vmapped_three_seeds_equal_three_single_seed_runs():
     config, sampler, model, opt = _setup("s4dm")
     mesh = make_mesh(1, jax.devices()[:1])
     chunk = make_train_chunk(model, opt, batch_size=8, context_len=model.context_len,
-                             num_steps=3, mesh=mesh)
-    together, metrics = chunk(init_state(model, opt, seed_keys(5, 3)), sampler.arrays)
-    assert metrics["loss"].shape == (3, 3)
+                             max_steps=4, mesh=mesh)
+    together, metrics = chunk(init_state(model, opt, seed_keys(5, 3)), sampler.arrays, 3)
+    assert metrics["loss"].shape == (3, 4)
+    assert np.all(np.asarray(metrics["loss"])[:, 3] == 0)  # only 3 of the 4 steps ran
     for i in range(3):
-        alone, m = chunk(init_state(model, opt, seed_keys(5 + i, 1)), sampler.arrays)
+        alone, m = chunk(init_state(model, opt, seed_keys(5 + i, 1)), sampler.arrays, 3)
         np.testing.assert_allclose(m["loss"][0], metrics["loss"][i], rtol=2e-5)
         for x, y in zip(jax.tree_util.tree_leaves(alone["params"]),
                         jax.tree_util.tree_leaves(together["params"]), strict=True):
@@ -54,11 +55,11 @@ SCRIPT = textwrap.dedent("""
     for name, mesh in [("one", make_mesh(1, jax.devices()[:1])), ("four", make_mesh(1)),
                        ("seeds2x2", make_mesh(2))]:
         chunk = make_train_chunk(model, opt, batch_size=8, context_len=model.context_len,
-                                 num_steps=2, mesh=mesh)
+                                 max_steps=2, mesh=mesh)
         state = jax.device_put(init_state(model, opt, seed_keys(0, 2)),
                                NamedSharding(mesh, P("seed")))
         arrays = jax.device_put(sampler.arrays, NamedSharding(mesh, P()))
-        state, m = chunk(state, arrays)
+        state, m = chunk(state, arrays, 2)
         out[name] = [np.asarray(x) for x in jax.tree_util.tree_leaves(state["params"])]
         out[name + "_loss"] = np.asarray(m["loss"])
         print(name, mesh.shape, m["loss"][:, -1])
@@ -79,3 +80,19 @@ def test_data_parallel_step_on_four_cpu_devices_equals_single_device():
                           capture_output=True, text=True, env=env, timeout=600, cwd=tests)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "DATA-PARALLEL OK" in proc.stdout
+
+
+def test_chunk_lengths_do_not_change_training():
+    """Two chunks of 2 steps == one chunk of 4 steps (the runner adapts chunk lengths to the
+    measured step time, so results must not depend on them)."""
+    config, sampler, model, opt = _setup("dt")
+    chunk = make_train_chunk(model, opt, batch_size=8, context_len=model.context_len,
+                             max_steps=4, mesh=make_mesh(1, jax.devices()[:1]))
+    state = init_state(model, opt, seed_keys(0, 1))
+    one, m_one = chunk(state, sampler.arrays, 4)
+    half, m_a = chunk(state, sampler.arrays, 2)
+    two, m_b = chunk(half, sampler.arrays, 2)
+    np.testing.assert_allclose(np.concatenate([m_a["loss"][:, :2], m_b["loss"][:, :2]], 1),
+                               m_one["loss"], rtol=1e-6)
+    for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(two), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)

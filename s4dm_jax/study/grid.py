@@ -1,0 +1,201 @@
+"""The benchmark grid: env x dataset x model cells, each trained with N vmapped seeds under a
+named protocol, evaluated, and summarised in one small JSON file.
+
+Results layout (under `results_root`, default `results/`; commit these small files):
+
+    <results_root>/benchmark/<protocol>/<env>-<dataset>/<model>.json   one finished cell
+    <results_root>/benchmark/<protocol>/<env>-<dataset>/<model>.missing.json   a cell that could
+        not run (why, and the command that fixes it)
+
+and under `runs_root` (default `runs/`; checkpoints, TensorBoard, never committed):
+
+    <runs_root>/benchmark/<protocol>/<env>-<dataset>/<model>/   the cell's workdir
+
+A finished cell (its JSON exists) is skipped; a killed one resumes from its workdir's orbax
+checkpoint (the runner's own resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Sequence
+
+import ml_collections
+
+from s4dm_jax.data import DatasetError
+from s4dm_jax.data.minari_io import default_store_root
+from s4dm_jax.train.trainer import train_and_evaluate
+
+ENVS = ("halfcheetah", "hopper", "walker2d")
+DATASETS = ("medium", "medium-replay")
+MODELS = ("s4dm", "dt", "mamba", "bc")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """Training and evaluation budget shared by every model of a grid.
+
+    num_steps: gradient steps (each model at its preset batch size: S4DM 16 whole episodes,
+      DT / Decision Mamba 64 windows of K = 20, BC 256 states).
+    warmup_steps: linear learning-rate warmup (None: the preset's, 10k for DT/Mamba/S4DM).
+    eval_episodes: evaluation episodes per seed and target return.
+    seeds: vmapped seeds per cell.
+    """
+
+    name: str
+    num_steps: int
+    warmup_steps: int | None
+    eval_episodes: int
+    seeds: int
+    description: str
+
+
+PROTOCOLS = {
+    "full": Protocol(
+        "full", num_steps=100_000, warmup_steps=None, eval_episodes=100, seeds=3,
+        description="the published protocol (DT paper, CORL): 100k gradient steps, preset "
+                    "batch sizes and K = 20 for DT, 100 evaluation episodes per seed and target"),
+    "quick": Protocol(
+        "quick", num_steps=1_000, warmup_steps=100, eval_episodes=10, seeds=3,
+        description="CPU budget: 1k gradient steps (warmup 100), preset batch sizes, 10 "
+                    "evaluation episodes per seed and target, 3 seeds; the 6 x 4 grid takes "
+                    "about 6 hours on a 2-core CPU"),
+}
+
+
+def cell_config(model: str, env: str, dataset: str, protocol: Protocol,
+                overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The model's `<env>-<dataset>` preset with the protocol's budget (and `overrides`, a
+    {"dotted.field": value} dict applied last)."""
+    config = importlib.import_module(f"s4dm_jax.configs.{model}").get_config(f"{env}-{dataset}")
+    config.num_steps = protocol.num_steps
+    if protocol.warmup_steps is not None:
+        config.optim.warmup_steps = protocol.warmup_steps
+    config.eval.episodes = protocol.eval_episodes
+    config.seeds = protocol.seeds
+    config.log_every = max(1, min(config.log_every, protocol.num_steps // 20))
+    config.checkpoint_every = max(1, min(config.checkpoint_every, protocol.num_steps // 5))
+    for key, value in (overrides or {}).items():
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return config
+
+
+def cell_paths(results_root: str, runs_root: str, study: str, protocol: str, env: str,
+               dataset: str, model: str) -> tuple[str, str]:
+    """(summary JSON path, workdir) of a cell."""
+    rel = os.path.join(study, protocol, f"{env}-{dataset}")
+    return (os.path.join(results_root, rel, f"{model}.json"),
+            os.path.join(runs_root, rel, model))
+
+
+def dataset_available(spec: str) -> bool:
+    """True when a Minari id / path is present locally (no download is attempted)."""
+    if spec == "embedded" or os.path.exists(os.path.expanduser(spec)):
+        return True
+    return (default_store_root() / spec / "data" / "metadata.json").exists()
+
+
+def dataset_provenance(spec: str) -> dict:
+    """The generator's record stored in a local Minari dataset's metadata (command, seed,
+    behaviour policy, mean return), or {} when there is none."""
+    path = default_store_root() / spec / "data" / "metadata.json"
+    try:
+        with open(path) as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return meta.get("s4dm_provenance", {})
+
+
+def git_commit() -> str:
+    """The package checkout's commit (with '+dirty' when it has changes), or 'unknown'."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_root="results",
+             runs_root="runs", study="benchmark", overrides: dict | None = None,
+             show_progress: bool = True) -> dict:
+    """Train and evaluate one cell (or return its stored summary). Returns the summary dict
+    ({"status": "finished" | "missing", ...})."""
+    summary_path, workdir = cell_paths(results_root, runs_root, study, protocol.name, env,
+                                       dataset, model)
+    if os.path.exists(summary_path):
+        with open(summary_path) as fh:
+            return json.load(fh)
+    config = cell_config(model, env, dataset, protocol, overrides)
+    cell = {"study": study, "protocol": dataclasses.asdict(protocol), "env": env,
+            "dataset": dataset, "model": model, "overrides": overrides or {}}
+    missing_path = summary_path[:-len(".json")] + ".missing.json"
+    command = " ".join(generation_command(env, dataset))
+    if not dataset_available(config.dataset):
+        missing = {**cell, "status": "missing", "reason": f"dataset {config.dataset} is not in "
+                   f"the Minari store {default_store_root()}", "command": command}
+        _write_json(missing_path, missing)
+        return missing
+    try:
+        results = train_and_evaluate(config, workdir, show_progress=show_progress)
+    except DatasetError as e:
+        missing = {**cell, "status": "missing", "reason": str(e), "command": command}
+        _write_json(missing_path, missing)
+        return missing
+    results.pop("config", None)  # stored once below, with the cell's description
+    summary = {**cell, "status": "finished", "config": config.to_dict(), "results": results,
+               "dataset_provenance": dataset_provenance(config.dataset),
+               "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                           "cpus": os.cpu_count()},
+               "git_commit": git_commit(),
+               "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    _write_json(summary_path, summary)
+    if os.path.exists(missing_path):
+        os.remove(missing_path)
+    return summary
+
+
+def grid_cells(envs: Iterable[str], datasets: Iterable[str],
+               models: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(env, dataset, model) for every cell, env-major (one dataset's models run together)."""
+    return [(e, d, m) for e in envs for d in datasets for m in models]
+
+
+def generation_command(env: str, dataset: str) -> list[str]:
+    """argv of the generator that creates s4dm/<env>/<dataset>-v0 by the D4RL recipe: medium at
+    the D4RL size (1M steps) and medium-replay share one SAC run (~/.s4dm_jax/runs/<env>-
+    medium-sac-s0, trained to one third of the expert return by the first of them to run)."""
+    argv = ["python", "-m", "s4dm_jax.data.collect", "--env", env, "--dataset", dataset,
+            "--seed", "0"]
+    if dataset in ("medium", "random", "expert", "medium-expert"):
+        argv += ["--steps", "1000000"]
+    return argv
+
+
+def missing_datasets(envs: Sequence[str], datasets: Sequence[str]) -> list[tuple[str, str]]:
+    """(env, dataset) of every grid dataset s4dm/<env>/<dataset>-v0 not in the local store;
+    medium-replay first, so medium reuses its SAC run."""
+    order = sorted(datasets, key=lambda d: d != "medium-replay")
+    return [(e, d) for e in envs for d in order if not dataset_available(f"s4dm/{e}/{d}-v0")]

@@ -1,0 +1,80 @@
+"""The benchmark launcher: cells, results layout, skipping, missing datasets, submitit jobs."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from runner_configs import ROOT
+
+from s4dm_jax.study import grid, jobs
+
+TINY = {"dataset": "embedded", "num_steps": 2, "steps_per_call": 2, "eval.episodes": 1,
+        "eval.max_episode_steps": 10, "eval.target_returns": [1800.0], "batch_size": 8,
+        "model.hidden_dims": (16, 16)}
+PROTO = grid.Protocol("tiny", num_steps=2, warmup_steps=1, eval_episodes=1, seeds=2,
+                      description="test")
+
+
+def test_cell_config_applies_the_protocol_to_the_preset():
+    c = grid.cell_config("dt", "walker2d", "medium-replay", grid.PROTOCOLS["quick"])
+    assert c.dataset == "s4dm/walker2d/medium-replay-v0"
+    assert (c.num_steps, c.optim.warmup_steps, c.eval.episodes, c.seeds) == (1000, 100, 10, 3)
+    assert c.model.name == "dt" and c.batch_size == 64 and c.model.context_len == 20
+    assert list(c.eval.target_returns) == [5000.0, 2500.0]
+    full = grid.cell_config("s4dm", "hopper", "medium", grid.PROTOCOLS["full"],
+                            {"model.ssm.d_state": 64})
+    assert full.num_steps == 100_000 and full.eval.episodes == 100 and full.batch_size == 16
+    assert full.model.ssm.d_state == 64
+
+
+def test_missing_dataset_cell_records_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
+    out = grid.run_cell("bc", "hopper", "medium", PROTO, results_root=str(tmp_path / "res"),
+                        runs_root=str(tmp_path / "runs"))
+    assert out["status"] == "missing"
+    assert "s4dm_jax.data.collect --env hopper --dataset medium" in out["command"]
+    path = tmp_path / "res" / "benchmark" / "tiny" / "hopper-medium" / "bc.missing.json"
+    assert json.loads(path.read_text())["status"] == "missing"
+    assert grid.missing_datasets(["hopper"], ["medium", "medium-replay"]) == [
+        ("hopper", "medium-replay"), ("hopper", "medium")]
+
+
+def test_finished_cell_is_written_once_and_skipped(tmp_path):
+    kw = dict(results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "runs"),
+              overrides=TINY, show_progress=False)
+    out = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+    assert out["status"] == "finished"
+    path = tmp_path / "res" / "benchmark" / "tiny" / "hopper-medium" / "bc.json"
+    stored = json.loads(path.read_text())
+    assert stored["results"]["seeds"] == [0, 1]
+    returns = stored["results"]["eval"][0]["returns_per_seed"]
+    assert len(returns) == 2 and len(returns[0]) == 1  # seeds x episodes
+    assert stored["protocol"]["name"] == "tiny" and stored["config"]["num_steps"] == 2
+    mtime = os.path.getmtime(path)
+    again = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)  # skipped: nothing rewritten
+    assert again == stored and os.path.getmtime(path) == mtime
+
+
+def test_jobs_run_through_submitit_local_and_debug(tmp_path):
+    # a function the job process can import (a test module's would not be on its path)
+    for executor in ("debug", "local"):
+        out = jobs.run_jobs(math.factorial, [(3,), (4,)], executor=executor,
+                            folder=str(tmp_path / executor))
+        assert out == [6, 24]
+
+
+def test_launcher_command_runs_a_tiny_full_protocol_cell(tmp_path):
+    """The `full` protocol's command, at tiny scale, through the submitit local executor."""
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--protocol",
+           "full", "--envs", "hopper", "--datasets", "medium", "--models", "bc",
+           "--results", str(tmp_path / "res"), "--runs", str(tmp_path / "runs"),
+           "--compilation-cache", "", "--set", "dataset=embedded", "num_steps=2",
+           "steps_per_call=2", "eval.episodes=1", "eval.max_episode_steps=10", "seeds=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "hopper-medium bc: finished" in proc.stdout
+    cell = json.loads((tmp_path / "res" / "benchmark" / "full" / "hopper-medium" /
+                       "bc.json").read_text())
+    assert cell["protocol"]["eval_episodes"] == 100 and cell["config"]["eval"]["episodes"] == 1

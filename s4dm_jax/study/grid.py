@@ -30,6 +30,7 @@ import ml_collections
 
 from s4dm_jax.data import DatasetError
 from s4dm_jax.data.minari_io import default_store_root
+from s4dm_jax.train.history import read_history
 from s4dm_jax.train.trainer import train_and_evaluate
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
@@ -165,7 +166,9 @@ def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_
         _write_json(missing_path, missing)
         return missing
     results.pop("config", None)  # stored once below, with the cell's description
+    curve = [{"step": r["step"], "loss": r["loss"]} for r in read_history(workdir)]
     summary = {**cell, "status": "finished", "config": config.to_dict(), "results": results,
+               "train_curve": curve,
                "dataset_provenance": dataset_provenance(config.dataset),
                "machine": {"platform": platform.platform(), "processor": platform.processor(),
                            "cpus": os.cpu_count()},

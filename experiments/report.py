@@ -1,0 +1,31 @@
+"""Tables and figures from a results directory (see s4dm_jax.study.report).
+
+    python experiments/report.py --protocol quick                 # results/benchmark/quick
+    python experiments/report.py --protocol quick --out reports/quick --reps 50000
+
+Writes <out>/report.md (per-cell table with IQM and 95% stratified-bootstrap CIs, aggregate IQM,
+P(S4DM > baseline)), aggregate.png, aggregate_poi.png, curves.png, score_vs_params.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from s4dm_jax.study import report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", default="results")
+    p.add_argument("--study", default="benchmark")
+    p.add_argument("--protocol", default="quick")
+    p.add_argument("--out", default=None, help="default: <results>/<study>/<protocol>/report")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (rliable)")
+    args = p.parse_args(argv)
+    out = args.out or f"{args.results}/{args.study}/{args.protocol}/report"
+    print(report.write_report(args.results, out, args.study, args.protocol, args.reps))
+    print(f"\nwrote {out}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""From results directories to markdown tables and matplotlib figures.
+
+Scores are D4RL-normalised returns, 100 (R - ref_min) / (ref_max - ref_min), per evaluation
+episode. For each (dataset, model) cell: mean +- std over seeds (of the per-seed episode means)
+and the interquartile mean (IQM) over all seed x episode runs with a 95% stratified-bootstrap
+confidence interval (rliable, Agarwal et al. 2021); across datasets: the aggregate IQM with
+stratified-bootstrap CIs and the probability of improvement of S4DM over each baseline.
+Published D4RL numbers (other data: the D4RL v2 datasets, other code) are shown beside ours,
+labelled as such.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import warnings
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from rliable import library as rly
+from rliable import metrics, plot_utils
+
+# Published normalised scores on the D4RL v2 datasets (REFERENCE.md section 3): other data,
+# other code; shown for orientation only.
+PUBLISHED = {
+    ("halfcheetah", "medium"): {"bc": 42.4, "dt": 42.6, "mamba": 42.8, "ds4": 42.5},
+    ("hopper", "medium"): {"bc": 53.5, "dt": 67.6, "mamba": 83.5, "ds4": 54.2},
+    ("walker2d", "medium"): {"bc": 63.2, "dt": 74.0, "mamba": 78.2, "ds4": 78.0},
+    ("halfcheetah", "medium-replay"): {"bc": 35.7, "dt": 36.6, "mamba": 39.6, "ds4": 15.2},
+    ("hopper", "medium-replay"): {"bc": 29.8, "dt": 82.7, "mamba": 82.6, "ds4": 49.6},
+    ("walker2d", "medium-replay"): {"bc": 21.8, "dt": 66.6, "mamba": 70.9, "ds4": 69.0},
+}
+PUBLISHED_SOURCES = ("BC: CORL; DT: Chen et al. 2021 (paper); Decision Mamba: Ota 2024; "
+                     "DS4 (Decision S4, Bar-David et al. 2023) for S4DM's column")
+MODEL_ORDER = ("s4dm", "dt", "mamba", "bc")
+MODEL_NAMES = {"s4dm": "S4DM", "dt": "DT", "mamba": "DMamba", "bc": "BC"}
+
+
+def load_cells(results_root: str, study: str = "benchmark", protocol: str = "quick") -> list:
+    """Every cell JSON (finished or missing) of one study and protocol, sorted."""
+    pattern = os.path.join(results_root, study, protocol, "*", "*.json")
+    cells = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path) as fh:
+            cells.append(json.load(fh))
+    return cells
+
+
+def episode_scores(cell: dict, target_index: int = 0) -> np.ndarray:
+    """Normalised score of every evaluation episode [seeds, episodes] for one target return."""
+    entry = cell["results"]["eval"][target_index]
+    ds = cell["results"]["dataset"]
+    returns = np.asarray(entry["returns_per_seed"], np.float64)
+    return 100.0 * (returns - ds["ref_min_score"]) / (ds["ref_max_score"] - ds["ref_min_score"])
+
+
+def _iqm_ci(scores_by_model: dict, reps: int, seed: int = 0):
+    """rliable IQM point estimates and 95% stratified-bootstrap CIs; scores [runs, tasks]."""
+    def iqm(x):
+        return np.array([metrics.aggregate_iqm(x)])
+
+    with warnings.catch_warnings():  # arch deprecates the random_state rliable passes
+        warnings.simplefilter("ignore", FutureWarning)
+        return rly.get_interval_estimates(scores_by_model, iqm, reps=reps,
+                                          random_state=np.random.RandomState(seed))
+
+
+def cell_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]]:
+    """Markdown table of every (dataset, model) cell and the rows behind it."""
+    rows = []
+    for cell in cells:
+        key = (cell["env"], cell["dataset"], cell["model"])
+        if cell.get("status") != "finished":
+            rows.append({"env": key[0], "dataset": key[1], "model": key[2],
+                         "missing": cell.get("reason", "not run")})
+            continue
+        res = cell["results"]
+        for ti, entry in enumerate(res["eval"]):
+            scores = episode_scores(cell, ti)  # [seeds, episodes]
+            point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
+            rows.append({
+                "env": key[0], "dataset": key[1], "model": key[2],
+                "target": entry["target_return"], "params": res["num_params"],
+                "seeds": len(res["seeds"]), "episodes": scores.shape[1],
+                "mean": float(scores.mean(axis=1).mean()),
+                "std": float(scores.mean(axis=1).std()),
+                "iqm": float(point["x"][0]), "ci": [float(v) for v in ci["x"][:, 0]],
+                "train_s": res["wall_times"]["train_s"],
+                "published": PUBLISHED.get(key[:2], {}).get(
+                    "ds4" if key[2] == "s4dm" else key[2]),
+            })
+    head = ("| dataset | model | target | params | seeds x episodes | score mean +- std "
+            "(seeds) | IQM [95% CI] | train s | published (other data) |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        name = f"{r['env']}-{r['dataset']}"
+        if "missing" in r:
+            lines.append(f"| {name} | {MODEL_NAMES.get(r['model'], r['model'])} | - | - | - | "
+                         f"not run: {r['missing'][:80]} | - | - | - |")
+            continue
+        pub = "-" if r["published"] is None else f"{r['published']:.1f}"
+        lines.append(
+            f"| {name} | {MODEL_NAMES.get(r['model'], r['model'])} | {r['target']:g} "
+            f"| {r['params']:,} | {r['seeds']} x {r['episodes']} | {r['mean']:.1f} +- "
+            f"{r['std']:.1f} | {r['iqm']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] "
+            f"| {r['train_s']:.0f} | {pub} |")
+    return "\n".join(lines), rows
+
+
+def score_matrices(cells: Sequence[dict], target_index: int = 0) -> dict:
+    """{model: scores [runs = seeds x episodes, tasks = datasets]} over the datasets every
+    model finished (rliable's layout)."""
+    finished = [c for c in cells if c.get("status") == "finished"]
+    tasks = sorted({(c["env"], c["dataset"]) for c in finished})
+    models = [m for m in MODEL_ORDER if any(c["model"] == m for c in finished)]
+    by_key = {(c["env"], c["dataset"], c["model"]): c for c in finished}
+    tasks = [t for t in tasks if all((*t, m) in by_key for m in models)]
+    out = {}
+    for m in models:
+        cols = [episode_scores(by_key[(*t, m)], target_index).reshape(-1) for t in tasks]
+        if cols:
+            n = min(len(c) for c in cols)
+            out[m] = np.stack([c[:n] for c in cols], axis=1)
+    return {"tasks": tasks, "scores": out}
+
+
+def aggregate_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, dict]:
+    """Aggregate IQM (95% CI) across datasets per model and P(S4DM > baseline)."""
+    mats = score_matrices(cells)
+    scores = mats["scores"]
+    if not scores:
+        return "(no finished datasets common to all models)", {}
+    point, ci = _iqm_ci(scores, reps)
+    lines = [f"Aggregate over {len(mats['tasks'])} datasets "
+             f"({', '.join(f'{e}-{d}' for e, d in mats['tasks'])}), first target return:", "",
+             "| model | IQM [95% CI] |", "|---|---|"]
+    for m in scores:
+        lines.append(f"| {MODEL_NAMES[m]} | {point[m][0]:.1f} [{ci[m][0, 0]:.1f}, "
+                     f"{ci[m][1, 0]:.1f}] |")
+    poi = {}
+    if "s4dm" in scores:
+        pairs = {f"s4dm,{m}": (scores["s4dm"], scores[m]) for m in scores if m != "s4dm"}
+        if pairs:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                poi_point, poi_ci = rly.get_interval_estimates(
+                    pairs, metrics.probability_of_improvement, reps=reps,
+                    random_state=np.random.RandomState(0))
+            lines += ["", "| P(S4DM > baseline) | estimate [95% CI] |", "|---|---|"]
+            for pair, value in poi_point.items():
+                base = pair.split(",")[1]
+                lo, hi = (float(v) for v in np.ravel(poi_ci[pair]))
+                lines.append(f"| vs {MODEL_NAMES[base]} | {float(np.ravel(value)[0]):.2f} "
+                             f"[{lo:.2f}, {hi:.2f}] |")
+                poi[pair] = (float(np.ravel(value)[0]), [lo, hi])
+    return "\n".join(lines), {"point": point, "ci": ci, "poi": poi, "tasks": mats["tasks"]}
+
+
+def plot_aggregate(agg: dict, path: str) -> None:
+    """rliable's interval-estimate plot (IQM) and probability-of-improvement plot."""
+    if not agg:
+        return
+    models = list(agg["point"])
+    fig, axes = plot_utils.plot_interval_estimates(
+        {MODEL_NAMES[m]: agg["point"][m] for m in models},
+        {MODEL_NAMES[m]: agg["ci"][m] for m in models}, metric_names=["IQM"],
+        algorithms=[MODEL_NAMES[m] for m in models], xlabel="normalised score",
+        row_height=0.6, xlabel_y_coordinate=-0.35 - 0.05 * len(models))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    if agg["poi"]:
+        point = {f"S4DM,{MODEL_NAMES[k.split(',')[1]]}": v[0] for k, v in agg["poi"].items()}
+        interval = {f"S4DM,{MODEL_NAMES[k.split(',')[1]]}": np.asarray(v[1])
+                    for k, v in agg["poi"].items()}
+        ax = plot_utils.plot_probability_of_improvement(point, interval)
+        ax.figure.savefig(path.replace(".png", "_poi.png"), dpi=120, bbox_inches="tight")
+        plt.close(ax.figure)
+
+
+def plot_curves(cells: Sequence[dict], path: str) -> None:
+    """Training loss (mean over seeds) per dataset, one line per model."""
+    finished = [c for c in cells if c.get("status") == "finished" and c.get("train_curve")]
+    tasks = sorted({(c["env"], c["dataset"]) for c in finished})
+    if not tasks:
+        return
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for c in finished:
+            if (c["env"], c["dataset"]) == task:
+                steps = [r["step"] for r in c["train_curve"]]
+                loss = [float(np.mean(r["loss"])) for r in c["train_curve"]]
+                ax.plot(steps, loss, label=MODEL_NAMES.get(c["model"], c["model"]))
+        ax.set(title=f"{task[0]}-{task[1]}", xlabel="gradient step", ylabel="train loss",
+               yscale="log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_score_vs_params(rows: Sequence[dict], path: str) -> None:
+    """Mean normalised score (first target) against parameter count, per dataset and model."""
+    seen, fig = set(), plt.figure(figsize=(5, 3.5))
+    for r in rows:
+        if "missing" in r or (r["env"], r["dataset"], r["model"]) in seen:
+            continue
+        seen.add((r["env"], r["dataset"], r["model"]))
+        plt.scatter(r["params"], r["iqm"], label=MODEL_NAMES.get(r["model"], r["model"]),
+                    marker="osD^"[MODEL_ORDER.index(r["model"]) % 4])
+    handles, labels = plt.gca().get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    plt.legend(unique.values(), unique.keys(), fontsize=8)
+    plt.xscale("log")
+    plt.xlabel("trainable parameters")
+    plt.ylabel("IQM normalised score")
+    plt.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results_root: str, out_dir: str, study: str = "benchmark",
+                 protocol: str = "quick", reps: int = 2000) -> str:
+    """Write <out_dir>/report.md, aggregate.png, aggregate_poi.png, curves.png,
+    score_vs_params.png; returns the markdown."""
+    cells = load_cells(results_root, study, protocol)
+    os.makedirs(out_dir, exist_ok=True)
+    table, rows = cell_table(cells, reps)
+    agg_text, agg = aggregate_table(cells, reps)
+    plot_aggregate(agg, os.path.join(out_dir, "aggregate.png"))
+    plot_curves(cells, os.path.join(out_dir, "curves.png"))
+    plot_score_vs_params(rows, os.path.join(out_dir, "score_vs_params.png"))
+    params = {r["model"]: r["params"] for r in rows if "params" in r}
+    share = (f"S4DM has {params['s4dm']:,} parameters, {100 * params['s4dm'] / params['dt']:.1f}% "
+             f"of DT's {params['dt']:,} ({100 - 100 * params['s4dm'] / params['dt']:.0f}% fewer)."
+             if "s4dm" in params and "dt" in params else "")
+    text = "\n\n".join([
+        f"# {study} / {protocol}", share, table, agg_text,
+        f"Published scores are from the D4RL v2 datasets with other code ({PUBLISHED_SOURCES}); "
+        "ours use the datasets this package generates (see dataset_provenance in each cell's "
+        "JSON), so the two columns are not comparable number for number."])
+    with open(os.path.join(out_dir, "report.md"), "w") as fh:
+        fh.write(text + "\n")
+    return text

@@ -1,0 +1,63 @@
+"""Reports: per-cell table, rliable IQM and intervals against an independent computation."""
+
+import json
+import os
+
+import numpy as np
+from scipy import stats
+
+from s4dm_jax.study import report
+
+
+def _cell(env, dataset, model, returns, params):
+    """A finished cell JSON with refs (0, 100): normalised score == return."""
+    returns = np.asarray(returns, float)
+    return {"status": "finished", "env": env, "dataset": dataset, "model": model,
+            "results": {"num_params": params, "seeds": list(range(returns.shape[0])),
+                        "dataset": {"ref_min_score": 0.0, "ref_max_score": 100.0},
+                        "eval": [{"target_return": 3600.0,
+                                  "returns_per_seed": returns.tolist()}],
+                        "wall_times": {"train_s": 12.0}},
+            "train_curve": [{"step": 1, "loss": [1.0] * returns.shape[0]},
+                            {"step": 2, "loss": [0.5] * returns.shape[0]}]}
+
+
+def _write(root, cells):
+    for c in cells:
+        d = os.path.join(root, "benchmark", "quick", f"{c['env']}-{c['dataset']}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"{c['model']}.json"), "w") as fh:
+            json.dump(c, fh)
+
+
+def test_iqm_and_intervals_match_an_independent_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(60, 10, size=(3, 8))
+    b = rng.normal(40, 10, size=(3, 8))
+    cells = [_cell("hopper", "medium", "s4dm", a, 100), _cell("hopper", "medium", "dt", b, 700),
+             _cell("walker2d", "medium", "s4dm", a + 5, 100),
+             _cell("walker2d", "medium", "dt", b + 5, 700),
+             {"status": "missing", "env": "walker2d", "dataset": "medium-replay",
+              "model": "dt", "reason": "dataset missing"}]
+    _write(str(tmp_path), cells)
+    loaded = report.load_cells(str(tmp_path))
+    assert len(loaded) == 5
+    table, rows = report.cell_table(loaded, reps=500)
+    row = next(r for r in rows if r.get("model") == "s4dm" and r["env"] == "hopper")
+    # IQM = 25% trimmed mean of the 24 episode scores (scipy, not rliable)
+    np.testing.assert_allclose(row["iqm"], stats.trim_mean(a.reshape(-1), 0.25), rtol=1e-9)
+    np.testing.assert_allclose(row["mean"], a.mean(), rtol=1e-9)
+    np.testing.assert_allclose(row["std"], a.mean(axis=1).std(), rtol=1e-9)
+    lo, hi = row["ci"]
+    assert lo < row["iqm"] < hi and hi - lo < 20
+    assert "not run: dataset missing" in table
+    text, agg = report.aggregate_table(loaded, reps=500)
+    both = np.concatenate([a.reshape(-1), (a + 5).reshape(-1)])
+    np.testing.assert_allclose(agg["point"]["s4dm"][0], stats.trim_mean(both, 0.25), rtol=1e-9)
+    p, (plo, phi) = agg["poi"]["s4dm,dt"]
+    assert 0.8 < p <= 1.0 and plo <= p <= phi  # S4DM's scores are clearly higher here
+    md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=200)
+    assert "14.3% of DT's 700" in md
+    for name in ("report.md", "aggregate.png", "aggregate_poi.png", "curves.png",
+                 "score_vs_params.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0

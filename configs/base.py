@@ -47,11 +47,16 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.ref_min_score = config_dict.placeholder(float)  # override the dataset's reference scores
     c.ref_max_score = config_dict.placeholder(float)
     c.rtg_scale = 1000.0
-    c.top_fraction = 1.0  # < 1: %BC-style filtering on the top trajectories by return
+    # %BC: < 1 trains on the best episodes by return only. "timesteps" (the DT reference's
+    # rule): the best episodes until they hold top_fraction of all timesteps; "episodes": the
+    # best floor(top_fraction * number of episodes) episodes.
+    c.top_fraction = 1.0
+    c.top_fraction_by = "timesteps"
     c.delayed_reward = False  # sparse variant: an episode's whole reward at its last step
     # Training windows start uniformly inside episodes (DT recipe) or, when True, at the episode
-    # start: recurrent models (S4DM, Decision Mamba) then see in training the same history their
-    # step-wise inference state sees (use with context_len >= episode length).
+    # start: recurrent models (S4DM, Decision Mamba with inference="recurrent") then see in
+    # training the same history their step-wise inference state sees. Needs context_len >= the
+    # longest episode (checked); every transition weighs the same in the loss (data.sampling).
     c.episode_start_windows = False
 
     # Model: `name` plus the model's keyword arguments (see s4dm_jax.models.DEFAULTS).
@@ -85,7 +90,9 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # Evaluation in gymnasium vector envs, driven by the models' `step` API.
     c.eval = ml_collections.ConfigDict()
     c.eval.target_returns = list(TARGET_RETURNS[env])
-    c.eval.episodes = 10  # per seed and target
+    # Per seed and target, as the DT reference and CORL (100). The few-minute `embedded` presets
+    # of the model configs use 5.
+    c.eval.episodes = 100
     c.eval.max_episode_steps = 1000
     c.eval.every = 0  # also evaluate every N train steps (0: only at the end)
     c.eval.gif = False  # render one episode to eval.gif (needs MuJoCo rendering)

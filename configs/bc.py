@@ -1,4 +1,5 @@
-"""Behaviour cloning (MLP on the current state, CORL 256-256). `top_fraction=0.1` gives %BC.
+"""Behaviour cloning (MLP on the current state, CORL 256-256). `--config.top_fraction=0.1` gives
+%BC (the best episodes holding 10% of the timesteps, as the DT reference).
 `--config=configs/bc.py:<preset>`."""
 
 import ml_collections

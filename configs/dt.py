@@ -1,4 +1,5 @@
-"""Decision Transformer baseline (reference hyperparameters of kzl/decision-transformer).
+"""Decision Transformer baseline (reference hyperparameters, initialisation and ReLU MLP of
+kzl/decision-transformer; `--config.model.activation=gelu` for CORL's GELU).
 `--config=configs/dt.py:<preset>`."""
 
 import ml_collections

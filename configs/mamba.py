@@ -1,5 +1,8 @@
 """Decision Mamba baseline (DT tokens, Mamba blocks; Ota's defaults d_state 16, d_conv 4,
-expand 2). `--config=configs/mamba.py:<preset>`."""
+expand 2). Evaluated as trained: `inference="window"` re-runs the model on the last K = 20 steps
+at each environment step, as the reference does. `--config.model.inference=recurrent` (O(1) per
+step) needs whole-episode training: `--config.episode_start_windows=True
+--config.model.context_len=<longest episode>`. `--config=configs/mamba.py:<preset>`."""
 
 import ml_collections
 

@@ -10,7 +10,8 @@ sees, dispatch overhead included.
 
 "length" means:
   * s4dm, mamba: the number of steps run (the carry is a fixed-size recurrent state, so the
-    per-step cost should not depend on it);
+    per-step cost should not depend on it; Decision Mamba is timed with inference="recurrent",
+    its O(1) step, not its default K-window step, which costs what a DT-style window costs);
   * dt: the context length K (`context_len=length`, `max_ep_len=max(1000, length)`); each step
     re-runs the transformer on the full, left-padded K-step window (3K tokens), so its cost is
     the same at every t and only min(length, --dt-max-steps) steps are timed.
@@ -35,10 +36,13 @@ OBS_DIM, ACT_DIM = 11, 3  # hopper
 
 
 def build(name: str, length: int):
-    """Model with its DEFAULTS; DT gets context_len = length (and max_ep_len >= length)."""
+    """Model with its DEFAULTS; DT gets context_len = length (and max_ep_len >= length), Decision
+    Mamba its recurrent step (inference="recurrent")."""
     if name == "dt":
         return make_model(name, OBS_DIM, ACT_DIM, context_len=length,
                           max_ep_len=max(1000, length))
+    if name == "mamba":
+        return make_model(name, OBS_DIM, ACT_DIM, inference="recurrent")
     return make_model(name, OBS_DIM, ACT_DIM)
 
 

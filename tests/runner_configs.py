@@ -38,7 +38,9 @@ def tiny_config(model: str, **overrides):
 
 # Smallest sensible sizes per model (keys are the models' DEFAULTS keys).
 TINY_MODEL = {
-    "s4dm": dict(d_model=16, ssm=dict(d_state=8), n_layers=2, context_len=8),
+    # whole-episode training (the preset's episode_start_windows=True) needs K >= the longest
+    # embedded episode (856 steps)
+    "s4dm": dict(d_model=16, ssm=dict(d_state=8), n_layers=2, context_len=1000),
     "dt": dict(d_model=16, n_layers=1, n_heads=1, context_len=8),
     "mamba": dict(d_model=16, n_layers=1, context_len=8),
     "bc": dict(hidden_dims=(16, 16)),

@@ -2,11 +2,26 @@
 
 Preprocessing (numpy, once): optional delayed reward (an episode's whole return on its last
 step), returns-to-go with gamma 1 divided by rtg_scale, state normalisation with the mean/std of
-all transitions (std + 1e-6), timesteps = position in the episode, and %BC filtering (top
-fraction of episodes by return). Sampling (`sample_batch`, jittable, vmappable over keys):
-episode with probability proportional to its length, start uniform in the episode, window
-[start, start+K) cut at the episode end and LEFT-padded to K (states/actions/rtg/timesteps 0,
-mask 0).
+all transitions (std + 1e-6), timesteps = position in the episode, and %BC filtering
+(`top_fraction`: by default the best episodes by return until they hold that fraction of all
+timesteps, as the DT reference; see `top_trajectories`). Sampling (`sample_batch`, jittable,
+vmappable over keys): episode with probability proportional to its length, start uniform in the
+episode, window [start, start+K) cut at the episode end and LEFT-padded to K
+(states/actions/rtg/timesteps 0, mask 0).
+
+Whole-episode windows (`from_episode_start=True`, config.episode_start_windows) start at the
+drawn episode's first step and, with K >= the longest episode (the trainer requires it), hold
+the whole episode. Every transition then weighs the same in the loss: episodes are still drawn
+in proportion to their length, and the train step averages the loss over each window's real
+steps before averaging over the batch (`models.base.action_loss(per_window=True)`), so a
+transition of an episode of length L enters with probability L/T times weight 1/L: 1/T in
+expectation for every transition (T = number of kept transitions), exactly, at any batch size.
+(Averaging over all real steps of the batch instead would weight a transition in proportion to
+its episode's length: lengths 100 and 900 would give the long episode 98.8% of the loss, not
+90%.) This importance weighting was chosen over drawing episodes uniformly because an exact
+uniform-draw estimator needs a constant normaliser (batch size x mean length), whose per-batch
+loss varies with the drawn lengths, and because short episodes would fill most of each
+K-step window with padding.
 """
 
 from __future__ import annotations
@@ -41,6 +56,9 @@ def episode_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return (np.arange(int(lengths.sum())) - np.repeat(starts, lengths)).astype(np.int32)
 
 
+TOP_FRACTION_BY = ("timesteps", "episodes")
+
+
 def top_episodes(returns: np.ndarray, fraction: float) -> np.ndarray:
     """Indices (ascending) of the floor(fraction * E) >= 1 highest-return episodes."""
     if not 0.0 < fraction <= 1.0:
@@ -49,6 +67,36 @@ def top_episodes(returns: np.ndarray, fraction: float) -> np.ndarray:
     keep = max(1, min(num, int(np.floor(fraction * num + 1e-9))))
     order = np.argsort(-np.asarray(returns, np.float64), kind="stable")
     return np.sort(order[:keep])
+
+
+def top_timesteps(returns: np.ndarray, lengths: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices (ascending) of the best episodes by return holding about `fraction` of all steps.
+
+    The DT reference's %BC rule (kzl/decision-transformer gym/experiment.py): budget =
+    max(int(fraction * total_steps), 1); keep the highest-return episode, then the next best
+    ones while the kept steps plus the next episode's length stay <= budget; stop at the first
+    episode that does not fit (no skipping to shorter ones). Ties in return: earlier episode
+    first.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {fraction}")
+    lengths = np.asarray(lengths, np.int64)
+    budget = max(int(fraction * int(lengths.sum())), 1)
+    order = np.argsort(-np.asarray(returns, np.float64), kind="stable")
+    kept_steps = np.cumsum(lengths[order])
+    keep = max(1, int(np.searchsorted(kept_steps, budget, side="right")))
+    return np.sort(order[:keep])
+
+
+def top_trajectories(returns: np.ndarray, lengths: np.ndarray, fraction: float,
+                     by: str = "timesteps") -> np.ndarray:
+    """%BC filter: `top_timesteps` (by="timesteps", the DT reference) or `top_episodes`
+    (by="episodes", the top floor(fraction * E) episodes)."""
+    if by == "timesteps":
+        return top_timesteps(returns, lengths, fraction)
+    if by == "episodes":
+        return top_episodes(returns, fraction)
+    raise ValueError(f"top_fraction_by must be one of {TOP_FRACTION_BY}, got {by!r}")
 
 
 # ----------------------------------------------------------------------------- pure JAX
@@ -61,7 +109,8 @@ def sample_starts(arrays: dict, key: jax.Array, batch_size: int,
     Drawing a step uniformly picks its episode with probability proportional to the episode's
     length and the start uniformly within it (the DT recipe). With `from_episode_start` the
     window starts at that episode's first step instead (whole-episode training for recurrent
-    models, whose inference state also starts at the episode start).
+    models, whose inference state also starts at the episode start); the length-proportional
+    draw plus the per-window loss average weighs every transition equally (module docstring).
     """
     cum_ends = arrays["cum_ends"]  # [E'] cumulative lengths of the kept episodes
     u = jax.random.randint(key, (batch_size,), 0, cum_ends[-1])
@@ -116,12 +165,14 @@ class SequenceSampler:
     """Preprocessed arrays of a dataset + `sample(key, batch_size)` of length-K windows.
 
     Attributes: state_mean, state_std (np f32 [obs]), rtg_scale, context_len, top_fraction,
-    delayed_reward, episodes (np int64 [E'], kept episode indices), arrays (dict of jnp arrays
-    for `sample_batch`).
+    top_fraction_by, delayed_reward, episodes (np int64 [E'], kept episode indices),
+    longest_episode (steps of the longest kept episode), arrays (dict of jnp arrays for
+    `sample_batch`).
     """
 
     def __init__(self, dataset: TrajectoryDataset, context_len: int, rtg_scale: float = 1000.0,
-                 top_fraction: float = 1.0, delayed_reward: bool = False):
+                 top_fraction: float = 1.0, delayed_reward: bool = False,
+                 top_fraction_by: str = "timesteps"):
         if int(context_len) < 1:
             raise ValueError(f"context_len must be >= 1, got {context_len}")
         if not rtg_scale > 0:
@@ -130,6 +181,7 @@ class SequenceSampler:
         self.context_len = int(context_len)
         self.rtg_scale = float(rtg_scale)
         self.top_fraction = float(top_fraction)
+        self.top_fraction_by = str(top_fraction_by)
         self.delayed_reward = bool(delayed_reward)
 
         starts, lengths = dataset.episode_starts, dataset.episode_lengths
@@ -141,8 +193,10 @@ class SequenceSampler:
             rewards = delay_rewards(rewards, starts, lengths)
         self.rewards = rewards
         rtg = returns_to_go(rewards, starts, lengths) / np.float32(self.rtg_scale)
-        self.episodes = top_episodes(dataset.episode_returns, self.top_fraction)
+        self.episodes = top_trajectories(dataset.episode_returns, lengths, self.top_fraction,
+                                         self.top_fraction_by)
         kept_len = lengths[self.episodes]
+        self.longest_episode = int(kept_len.max())
         self.num_steps = int(kept_len.sum())
         if self.num_steps >= np.iinfo(np.int32).max:
             raise ValueError("datasets of 2**31 or more transitions are not supported")

@@ -59,9 +59,24 @@ def _check_obs_dim(envs, obs_dim: int) -> None:
         )
 
 
+def check_inference_regime(model, episode_start_windows: bool) -> None:
+    """Refuse (EvaluationError) to run a model whose `step` carries a recurrent state over the
+    whole episode (Decision Mamba with inference="recurrent") unless it was trained on whole
+    episodes from their first step (`episode_start_windows`)."""
+    if model.requires_whole_episode_training and not episode_start_windows:
+        raise EvaluationError(
+            f"model {model.name!r} with inference='recurrent' runs its recurrent state over the "
+            "whole episode, which is only valid for a model trained on whole episodes "
+            "(config.episode_start_windows=True with context_len >= the longest episode); "
+            "pass episode_start_windows=True if it was, or rebuild it with inference='window' "
+            "(re-runs the model on the last K steps, as it trained on K-step windows)."
+        )
+
+
 def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np.ndarray,
             rtg_scale: float, targets, episodes: int, max_steps: int = 1000,
-            delayed_reward: bool = False, seed: int = 0) -> RolloutResult:
+            delayed_reward: bool = False, seed: int = 0,
+            episode_start_windows: bool = False) -> RolloutResult:
     """Run `episodes` episodes per seed and target return.
 
     Args:
@@ -72,9 +87,12 @@ def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np
       targets: target returns (raw scale); the rtg starts at target/rtg_scale and drops by
         reward/rtg_scale each step (stays constant with `delayed_reward`, whose training data
         had no intermediate rewards).
+      episode_start_windows: whether the model was trained on whole episodes from their first
+        step; a model whose step needs that (see `check_inference_regime`) is refused otherwise.
     Returns:
       RolloutResult with returns/lengths of shape [S, len(targets), episodes].
     """
+    check_inference_regime(model, episode_start_windows)
     num_seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
     targets = tuple(float(t) for t in targets)
     per_seed = len(targets) * episodes
@@ -143,13 +161,15 @@ def _run(model, params, envs, num_seeds, per_seed, targets, episodes, mean, std,
 
 def render_episode(model, params, path: str, *, env_id: str, state_mean, state_std,
                    rtg_scale: float, target: float, max_steps: int = 1000, fps: int = 30,
-                   seed: int = 0) -> float:
+                   seed: int = 0, episode_start_windows: bool = False) -> float:
     """Render one episode of a single seed's `params` (no seed axis) to a GIF; returns its return.
 
     Needs MuJoCo offscreen rendering (set MUJOCO_GL=egl or osmesa on headless machines).
+    episode_start_windows: as in `rollout`.
     """
     import imageio.v2 as imageio
 
+    check_inference_regime(model, episode_start_windows)
     env = gym.make(env_id, render_mode="rgb_array")
     try:
         step_fn = jax.jit(model.step)

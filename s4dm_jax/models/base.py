@@ -8,6 +8,8 @@ The wrapped module implements `__call__(batch, train)` -> preds [B,K,act] and
 `step(carry, rtg_t, s_t, a_prev, t)` -> (carry, out [B,act]); a module whose step needs
 quantities derived from the parameters once per rollout (S4DM: each S4 layer's readout C from
 its trained C~) also implements `setup_step()`, which fills the "step" variable collection.
+Models that re-run themselves on the last K steps at each environment step (DT, Decision
+Mamba's default) keep that window in their carry with `init_window` / `windowed_step`.
 """
 
 from __future__ import annotations
@@ -90,10 +92,19 @@ class DecisionModel:
         return self.module.apply(params, dict(batch), train=train, rngs=rngs)
 
     def loss(self, params: dict, batch: Mapping[str, jax.Array], rng: jax.Array,
-             train: bool = True) -> tuple[jax.Array, dict]:
-        """Masked MSE (continuous) or cross-entropy (discrete) over the real (mask 1) steps."""
+             train: bool = True, per_window: bool = False) -> tuple[jax.Array, dict]:
+        """Masked MSE (continuous) or cross-entropy (discrete) over the real (mask 1) steps;
+        `per_window`: see `action_loss` (used with whole-episode windows)."""
         preds = self.apply(params, batch, train=train, rng=rng)
-        return action_loss(preds, batch["actions"], batch["mask"], self.discrete)
+        return action_loss(preds, batch["actions"], batch["mask"], self.discrete,
+                           per_window=per_window)
+
+    @property
+    def requires_whole_episode_training(self) -> bool:
+        """True when `step` carries a recurrent state over the whole episode (Decision Mamba with
+        inference="recurrent"): only valid for a model trained on whole episodes from their
+        first step (config.episode_start_windows=True, context_len >= the longest episode)."""
+        return bool(getattr(self.module, "requires_whole_episode_training", False))
 
     # ------------------------------------------------------------------ inference path
     def prepare_step(self, params: dict) -> dict:
@@ -147,26 +158,70 @@ def module_kwargs(module_cls, config: Mapping[str, Any]) -> dict:
     return out
 
 
-def action_loss(preds: jax.Array, actions: jax.Array, mask: jax.Array,
-                discrete: bool) -> tuple[jax.Array, dict]:
-    """Masked action loss.
+def action_loss(preds: jax.Array, actions: jax.Array, mask: jax.Array, discrete: bool, *,
+                per_window: bool = False) -> tuple[jax.Array, dict]:
+    """Masked action loss; preds [B,K,act] (discrete: logits [B,K,n]), mask [B,K].
 
-    Continuous: mean over real steps and action dims of (preds - actions)^2.
-    Discrete: mean over real steps of cross-entropy(logits, actions); also reports accuracy.
-    Steps with mask 0 contribute nothing (their targets may hold any padding value).
+    Continuous: (preds - actions)^2 averaged over action dims; discrete: cross-entropy(logits,
+    actions), also reports accuracy. Steps with mask 0 contribute nothing (their targets may
+    hold any padding value). Per-step values are averaged
+      * per_window=False (default, DT-style windows): over all real steps of the batch;
+      * per_window=True (whole-episode windows): over each window's real steps, then over the
+        B windows. With episodes drawn in proportion to their length (data.sampling) every
+        transition of the data set then has the same expected weight, 1 / (number of
+        transitions), whatever the batch size; averaging over all real steps would weight a
+        transition in proportion to its episode's length.
     """
     mask = mask.astype(jnp.float32)
-    n = jnp.maximum(mask.sum(), 1.0)
+    if per_window:
+        weights = mask / jnp.maximum(mask.sum(-1, keepdims=True), 1.0) / mask.shape[0]
+    else:
+        weights = mask / jnp.maximum(mask.sum(), 1.0)
     if discrete:
         labels = jnp.clip(actions, 0, preds.shape[-1] - 1)
         logp = jax.nn.log_softmax(preds.astype(jnp.float32), axis=-1)
         nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-        loss = (nll * mask).sum() / n
-        acc = ((preds.argmax(-1) == labels) * mask).sum() / n
+        loss = (nll * weights).sum()
+        acc = ((preds.argmax(-1) == labels) * weights).sum()
         return loss, {"ce": loss, "accuracy": acc}
-    se = jnp.square(preds.astype(jnp.float32) - actions.astype(jnp.float32))
-    loss = (se * mask[..., None]).sum() / (n * preds.shape[-1])
+    se = jnp.square(preds.astype(jnp.float32) - actions.astype(jnp.float32)).mean(-1)
+    loss = (se * weights).sum()
     return loss, {"mse": loss}
+
+
+def init_window(batch_size: int, context_len: int, obs_dim: int, act_dim: int,
+                discrete: bool) -> dict:
+    """Empty (all padding) window of the last K steps for `windowed_step`: a batch dict with
+    rtg [B,K], states [B,K,obs], actions [B,K,act] (discrete int32 [B,K]), timesteps, mask 0."""
+    b, k = batch_size, context_len
+    actions = (jnp.zeros((b, k), jnp.int32) if discrete
+               else jnp.zeros((b, k, act_dim), jnp.float32))
+    return {"rtg": jnp.zeros((b, k), jnp.float32),
+            "states": jnp.zeros((b, k, obs_dim), jnp.float32),
+            "actions": actions,
+            "timesteps": jnp.zeros((b, k), jnp.int32),
+            "mask": jnp.zeros((b, k), jnp.float32)}
+
+
+def windowed_step(model_call, window: dict, rtg_t, s_t, a_prev, t):
+    """One environment step of a model that re-runs itself on the last K steps (DT's recipe).
+
+    Shifts the window left by one, writes a_prev into the previous step's action slot (harmless
+    if that slot is padding) and (rtg_t, s_t, t, mask 1) with a zero action into the last slot,
+    then runs `model_call(window) -> preds [B,K,act]` on it. Fixed shapes: no growing arrays,
+    no recompilation. Until K steps have passed the window is left-padded (mask 0), exactly as
+    the sampler pads training windows, so the output equals the training call on the last K
+    steps. Returns (window, preds[:, -1]).
+    """
+    w = jax.tree_util.tree_map(lambda x: jnp.roll(x, -1, axis=1), window)
+    if w["mask"].shape[1] > 1:
+        w["actions"] = w["actions"].at[:, -2].set(a_prev.astype(w["actions"].dtype))
+    w["actions"] = w["actions"].at[:, -1].set(jnp.zeros_like(w["actions"][:, -1]))
+    w["rtg"] = w["rtg"].at[:, -1].set(rtg_t.astype(jnp.float32))
+    w["states"] = w["states"].at[:, -1].set(s_t.astype(jnp.float32))
+    w["timesteps"] = w["timesteps"].at[:, -1].set(t.astype(jnp.int32))
+    w["mask"] = w["mask"].at[:, -1].set(1.0)
+    return w, model_call(w)[:, -1]
 
 
 def embed_actions(actions: jax.Array, discrete: bool, act_dim: int) -> jax.Array:

@@ -2,10 +2,18 @@
 
 Tokens (R_1, s_1, a_1, R_2, ...) with per-modality Linear embeddings plus the timestep
 embedding, LayerNorm after stacking, blocks x += Mamba(LN x); x += MLP(LN x), final LayerNorm,
-action from the state token. `step` is O(1) in the episode length: the carry holds each layer's
-conv buffer and SSM state, and each environment step feeds a_{t-1} (from the second step on),
-R_t and s_t. Padded positions enter every Mamba mixer as zeros (see nn.MambaBlock), so left
-padding equals starting from the zero state.
+action from the state token. Padded positions enter every Mamba mixer as zeros (see
+nn.MambaBlock), so left padding equals starting from the zero state.
+
+Inference (`inference`):
+  * "window" (default, as the reference and DT): `step` keeps the last K steps in a fixed-size,
+    left-padded window and re-runs the model on it (models.base.windowed_step), so evaluation
+    sees exactly the K-step windows the model trained on.
+  * "recurrent": `step` is O(1) in the episode length: the carry holds each layer's conv buffer
+    and SSM state, and each environment step feeds a_{t-1} (from the second step on), R_t and
+    s_t. The state then spans the whole episode, so this is only valid for a model trained on
+    whole episodes from their first step (config.episode_start_windows=True and context_len >=
+    the longest episode); the trainer and the evaluator refuse anything else.
 """
 
 from __future__ import annotations
@@ -13,9 +21,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import hyperparameter_defaults
+from s4dm_jax.models.base import hyperparameter_defaults, init_window, windowed_step
 from s4dm_jax.models.dt import TrajectoryEmbed, interleaved_step
 from s4dm_jax.nn.mamba import MambaResidualBlock, mamba_init_state
+
+INFERENCE_MODES = ("window", "recurrent")
 
 
 class DecisionMambaModule(nn.Module):
@@ -32,6 +42,18 @@ class DecisionMambaModule(nn.Module):
     expand: int = 2
     dropout: float = 0.1
     max_ep_len: int = 1000
+    inference: str = "window"
+
+    def __post_init__(self):
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got "
+                             f"{self.inference!r}")
+        super().__post_init__()
+
+    @property
+    def requires_whole_episode_training(self) -> bool:
+        """The recurrent step's state spans the whole episode (see the module docstring)."""
+        return self.inference == "recurrent"
 
     def setup(self):
         self.embed = TrajectoryEmbed(self.d_model, self.act_dim, self.discrete, self.max_ep_len)
@@ -58,6 +80,9 @@ class DecisionMambaModule(nn.Module):
         return self._out(x[:, 1::3])
 
     def init_carry(self, batch_size: int):
+        if self.inference == "window":
+            return init_window(batch_size, self.context_len, self.obs_dim, self.act_dim,
+                               self.discrete)
         layers = [mamba_init_state(batch_size, self.d_model, self.d_state, self.d_conv,
                                    self.expand) for _ in range(self.n_layers)]
         return {"layers": layers, "started": jnp.zeros((batch_size,), bool)}
@@ -71,6 +96,8 @@ class DecisionMambaModule(nn.Module):
 
     def step(self, carry, rtg_t, s_t, a_prev, t):
         """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
+        if self.inference == "window":
+            return windowed_step(lambda w: self(w, train=False), carry, rtg_t, s_t, a_prev, t)
         started = carry["started"]
         states, y = interleaved_step(self.embed, self.embed_ln, self._advance, carry["layers"],
                                      started, rtg_t, s_t, a_prev, t)

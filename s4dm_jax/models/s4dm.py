@@ -18,6 +18,14 @@ Padding: the input of every S4 layer is zeroed at padded (mask 0) positions, so 
 window gives the same predictions on its real steps as the unpadded window, and equals `step`
 started from the zero state.
 
+Inference (`inference`):
+  * "recurrent" (default): `step` runs each S4 layer's recurrent state over the episode, O(1)
+    per step. The state spans the whole episode, so this is only valid for a model trained on
+    whole episodes from their first step (the presets: episode_start_windows=True,
+    context_len >= the longest episode); the trainer and the evaluator refuse anything else.
+  * "window": `step` re-runs the model on the last K steps (models.base.windowed_step), as DT
+    does, for S4DM trained on K-step windows starting anywhere (the training-window ablation).
+
 The S4 blocks run as one `nn.S4Stack` (nn.scan over layers). Their kernels are built for the
 training sequence length (context_len tokens, or 3 * context_len interleaved) and `step` needs
 the parameters from `DecisionModel.prepare_step` (each layer's readout C from its trained C~).
@@ -28,11 +36,17 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import embed_actions, hyperparameter_defaults
+from s4dm_jax.models.base import (
+    embed_actions,
+    hyperparameter_defaults,
+    init_window,
+    windowed_step,
+)
 from s4dm_jax.models.dt import TrajectoryEmbed, interleaved_step
 from s4dm_jax.nn.s4 import S4Config, S4Stack, s4_stack_init_state
 
 TOKEN_LAYOUTS = ("step", "interleaved")
+INFERENCE_MODES = ("recurrent", "window")
 
 class S4DMModule(nn.Module):
     """S4 Decision Model. Fields: see DEFAULTS (d_model = H channels, d_state = N)."""
@@ -49,6 +63,18 @@ class S4DMModule(nn.Module):
     token_layout: str = "step"
     timestep_embedding: bool = False
     max_ep_len: int = 1000
+    inference: str = "recurrent"
+
+    def __post_init__(self):
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got "
+                             f"{self.inference!r}")
+        super().__post_init__()
+
+    @property
+    def requires_whole_episode_training(self) -> bool:
+        """The recurrent step's state spans the whole episode (see the module docstring)."""
+        return self.inference == "recurrent"
 
     def setup(self):
         if self.token_layout not in TOKEN_LAYOUTS:
@@ -111,10 +137,15 @@ class S4DMModule(nn.Module):
 
     # ------------------------------------------------------------------ inference path
     def setup_step(self) -> None:
-        """Precompute every S4 layer's step readout (the "step" collection; see prepare_step)."""
-        self.blocks.setup_step()
+        """Precompute every S4 layer's step readout (the "step" collection; see prepare_step);
+        nothing in window mode, whose step runs the convolution path."""
+        if self.inference == "recurrent":
+            self.blocks.setup_step()
 
     def init_carry(self, batch_size: int):
+        if self.inference == "window":
+            return init_window(batch_size, self.context_len, self.obs_dim, self.act_dim,
+                               self.discrete)
         ssm = s4_stack_init_state(batch_size, self.n_layers, self.d_model, self.ssm.d_state)
         if self.token_layout == "interleaved":
             return {"ssm": ssm, "started": jnp.zeros((batch_size,), bool)}
@@ -122,6 +153,8 @@ class S4DMModule(nn.Module):
 
     def step(self, carry, rtg_t, s_t, a_prev, t):
         """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
+        if self.inference == "window":
+            return windowed_step(lambda w: self(w, train=False), carry, rtg_t, s_t, a_prev, t)
         if self.token_layout == "step":
             # no previous action at t = 0 (the training path shifts in a zero vector there;
             # for discrete actions the int 0 passed at t = 0 would otherwise be one-hot(0))

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from s4dm_jax import models as models_lib
 from s4dm_jax.data import DatasetError, SequenceSampler, load_dataset
-from s4dm_jax.data.sampling import sample_batch
+from s4dm_jax.data.sampling import TOP_FRACTION_BY, sample_batch
 from s4dm_jax.evaluate import report
 from s4dm_jax.evaluate.rollout import check_eval_env, render_episode, rollout
 from s4dm_jax.nn import ssm_param_mask
@@ -88,7 +88,10 @@ def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, max
         batch = jax.lax.with_sharding_constraint(batch, data_sharding)
 
         def loss_fn(params):
-            return model.loss(params, batch, dropout_key, train=True)
+            # whole-episode windows: per-window average, so every transition weighs the same
+            # (see data.sampling)
+            return model.loss(params, batch, dropout_key, train=True,
+                              per_window=episode_start_windows)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -135,11 +138,13 @@ def build(config):
                                       discrete=dataset.discrete, **model_kwargs)
         sampler = SequenceSampler(dataset, model.context_len, rtg_scale=config.rtg_scale,
                                   top_fraction=config.top_fraction,
-                                  delayed_reward=config.delayed_reward)
+                                  delayed_reward=config.delayed_reward,
+                                  top_fraction_by=config.top_fraction_by)
     except DatasetError:
         raise
     except (ValueError, TypeError) as e:  # a value the model or sampler refuses
         raise ConfigError(f"config.model ({name}) or sampling settings are invalid: {e}") from e
+    _validate_training_regime(config, sampler, model)
     return dataset, sampler, model
 
 
@@ -153,6 +158,29 @@ def build_optimizer(config, model):
     mask = ssm_param_mask(probe)
     has_ssm = any(jax.tree_util.tree_leaves(mask))
     return make_optimizer(config.optim, mask if has_ssm else None), models_lib.param_count(probe)
+
+def _validate_training_regime(config, sampler, model):
+    """Whole-episode windows must hold whole episodes, and a model whose inference state spans
+    the whole episode must be trained on them (ConfigError before anything is trained)."""
+    longest = sampler.longest_episode
+    if config.episode_start_windows and model.context_len < longest:
+        raise ConfigError(
+            f"config.episode_start_windows=True trains on whole episodes, but "
+            f"config.model.context_len={model.context_len} is shorter than the longest training "
+            f"episode ({longest} steps): its windows would hold only the first "
+            f"{model.context_len} steps. Set --config.model.context_len={longest} (or more), "
+            "or --config.episode_start_windows=False to train on K-step windows starting "
+            "anywhere."
+        )
+    if model.requires_whole_episode_training and not config.episode_start_windows:
+        raise ConfigError(
+            f"config.model.inference='recurrent' runs {config.model.name}'s recurrent state over "
+            f"the whole episode at evaluation, but config.episode_start_windows=False trains it "
+            f"on {model.context_len}-step windows starting anywhere in an episode. Use "
+            "--config.model.inference=window (re-run on the last K steps, as trained; the "
+            "default), or train on whole episodes: --config.episode_start_windows=True "
+            f"--config.model.context_len={longest} (the longest training episode)."
+        )
 
 
 def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
@@ -234,7 +262,8 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
                      state_std=sampler.state_std, rtg_scale=config.rtg_scale,
                      targets=config.eval.target_returns, episodes=config.eval.episodes,
                      max_steps=config.eval.max_episode_steps,
-                     delayed_reward=config.delayed_reward, seed=config.seed + 10_000)
+                     delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
+                     episode_start_windows=config.episode_start_windows)
     _log_eval(writer, result, dataset, trained_steps)
     writer.close()
     gif = None
@@ -245,7 +274,8 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
             render_episode(model, one_seed, gif, env_id=dataset.env_id,
                            state_mean=sampler.state_mean, state_std=sampler.state_std,
                            rtg_scale=config.rtg_scale, target=config.eval.target_returns[0],
-                           max_steps=config.eval.max_episode_steps, seed=config.seed)
+                           max_steps=config.eval.max_episode_steps, seed=config.seed,
+                           episode_start_windows=config.episode_start_windows)
         except Exception as e:  # rendering needs a GL backend; the results stand without it
             print(f"warning: could not render eval.gif ({type(e).__name__}: {e}); "
                   "set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU) to enable rendering")
@@ -351,7 +381,8 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train
                                  rtg_scale=config.rtg_scale, targets=config.eval.target_returns,
                                  episodes=config.eval.episodes,
                                  max_steps=config.eval.max_episode_steps,
-                                 delayed_reward=config.delayed_reward, seed=config.seed + 10_000)
+                                 delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
+                                 episode_start_windows=config.episode_start_windows)
                 _log_eval(writer, result, dataset, step)
             if _crossed(prev, step, config.checkpoint_every) or step == total:
                 checkpoint.save(manager, step, state, train_s)
@@ -415,6 +446,8 @@ def _validate(config):
         (config.progress_every_s > 0, "config.progress_every_s must be > 0 (seconds)"),
         (config.rtg_scale > 0, "config.rtg_scale must be > 0"),
         (0.0 < config.top_fraction <= 1.0, "config.top_fraction must be in (0, 1]"),
+        (config.top_fraction_by in TOP_FRACTION_BY,
+         f"config.top_fraction_by must be one of {TOP_FRACTION_BY}"),
         (config.eval.episodes >= 1, "config.eval.episodes must be >= 1"),
         (len(config.eval.target_returns) >= 1, "config.eval.target_returns must not be empty"),
         (math.isfinite(config.optim.learning_rate) and config.optim.learning_rate > 0,

@@ -1,4 +1,5 @@
-"""Decision models: step path == training path, causality, masking, discrete actions."""
+"""Decision models: step path == training path, causality, masking, discrete actions,
+DT initialisation and activation as the reference."""
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,14 @@ SMALL = {
                       ssm=dict(d_state=8, mode="diag", init="diag-lin", discretization="zoh")),
     "dt": dict(d_model=16, n_layers=2, n_heads=2, context_len=6),
     "mamba": dict(d_model=8, n_layers=2, d_state=4, context_len=10),
+    "mamba_recurrent": dict(d_model=8, n_layers=2, d_state=4, context_len=10,
+                            inference="recurrent"),
     "bc": dict(hidden_dims=(16, 16)),
+    "s4dm_window": dict(d_model=8, ssm=dict(d_state=8), n_layers=2, context_len=6,
+                        inference="window"),
 }
+# keys whose training call differs (mamba_recurrent and s4dm_window only change `step`)
+TRAINING_KEYS = [k for k in SMALL if k not in ("mamba_recurrent", "s4dm_window")]
 
 
 def _make(key, discrete=False):
@@ -55,7 +62,8 @@ def run_steps(model, params, ep):
     return np.stack(outs, 1)
 
 
-@pytest.mark.parametrize("key", ["s4dm", "s4dm_interleaved", "s4dm_diag", "mamba", "bc"])
+@pytest.mark.parametrize("key", ["s4dm", "s4dm_interleaved", "s4dm_diag", "mamba_recurrent",
+                                 "bc"])
 @pytest.mark.parametrize("discrete", [False, True])
 def test_recurrent_step_reproduces_training_call(key, discrete):
     model = _make(key, discrete)
@@ -69,30 +77,36 @@ def test_recurrent_step_reproduces_training_call(key, discrete):
     assert np.abs(stepped - preds).max() <= 1e-4 * scale
 
 
-@pytest.mark.parametrize("length", [4, 6, 11])  # shorter than, equal to, longer than K=6
-def test_dt_windowed_step_equals_training_call_on_last_k_steps(length):
-    model = _make("dt")
+@pytest.mark.parametrize("key", ["dt", "mamba", "s4dm_window"])  # re-run on the last K steps
+@pytest.mark.parametrize("discrete", [False, True])
+def test_windowed_step_equals_training_call_on_last_k_steps(key, discrete):
+    """At every t (t < K: left-padded window; t >= K: the last K steps) the step output equals
+    the training call on the window [t-K+1, t], padded as the sampler pads."""
+    model = _make(key, discrete)
     k = model.context_len
     params = model.init(jax.random.PRNGKey(0))
-    ep = random_episode(jax.random.PRNGKey(2), length)
+    length = 2 * k + 3
+    ep = random_episode(jax.random.PRNGKey(2), length, discrete)
     stepped = run_steps(model, params, ep)
+    apply = jax.jit(model.apply)
     for t in range(length):
         lo = max(0, t + 1 - k)
         win = jax.tree_util.tree_map(lambda x, lo=lo, t=t: x[:, lo:t + 1], ep)
         pad = k - (t + 1 - lo)
-        # left padding as the sampler writes it (states 0, actions -10, rtg 0, mask 0)
-        padded = {
-            "rtg": jnp.pad(win["rtg"], ((0, 0), (pad, 0))),
-            "states": jnp.pad(win["states"], ((0, 0), (pad, 0), (0, 0))),
-            "actions": jnp.pad(win["actions"], ((0, 0), (pad, 0), (0, 0)), constant_values=-10),
-            "timesteps": jnp.pad(win["timesteps"], ((0, 0), (pad, 0))),
-            "mask": jnp.pad(win["mask"], ((0, 0), (pad, 0))),
-        }
-        preds = np.asarray(model.apply(params, padded))
+
+        def left_pad(x, value=0, pad=pad):
+            return jnp.pad(x, ((0, 0), (pad, 0)) + ((0, 0),) * (x.ndim - 2),
+                           constant_values=value)
+
+        # left padding as the DT reference writes it (states 0, actions -10, rtg 0, mask 0)
+        padded = {"rtg": left_pad(win["rtg"]), "states": left_pad(win["states"]),
+                  "actions": left_pad(win["actions"], -10), "timesteps": left_pad(win["timesteps"]),
+                  "mask": left_pad(win["mask"])}
+        preds = np.asarray(apply(params, padded))
         np.testing.assert_allclose(stepped[:, t], preds[:, -1], atol=1e-5)
 
 
-@pytest.mark.parametrize("key", list(SMALL))
+@pytest.mark.parametrize("key", TRAINING_KEYS)
 def test_models_are_causal(key):
     model = _make(key)
     params = model.init(jax.random.PRNGKey(0))
@@ -129,7 +143,7 @@ def test_left_padding_is_invisible(key):
     np.testing.assert_allclose(preds[:, pad:], full, atol=1e-5)
 
 
-@pytest.mark.parametrize("key", list(SMALL))
+@pytest.mark.parametrize("key", TRAINING_KEYS)
 @pytest.mark.parametrize("discrete", [False, True])
 def test_loss_is_masked_and_matches_numpy(key, discrete):
     model = _make(key, discrete)
@@ -152,6 +166,12 @@ def test_loss_is_masked_and_matches_numpy(key, discrete):
         ref = (((preds - acts) ** 2).sum(-1) * mask).sum() / (mask.sum() * ACT)
     assert np.isfinite(float(loss))
     np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
+    # whole-episode windows: each window's mean over its real steps, then the mean over windows
+    per_step = nll if discrete else ((preds - acts) ** 2).mean(-1)
+    ref_windows = ((per_step * mask).sum(1) / mask.sum(1)).mean()
+    loss_windows, _ = model.loss(params, ep, jax.random.PRNGKey(0), train=False, per_window=True)
+    np.testing.assert_allclose(float(loss_windows), ref_windows, rtol=1e-5)
+    assert abs(ref_windows - ref) > 1e-6 * abs(ref)  # the two averages differ here
     # padding targets do not change the loss
     if discrete:
         ep["actions"] = ep["actions"].at[0, :2].set(-10)
@@ -179,3 +199,57 @@ def test_make_model_validates_kwargs_and_exposes_defaults():
     with pytest.raises(ValueError, match="token_layout"):
         make_model("s4dm", OBS, ACT, token_layout="weird", n_layers=1, ssm=dict(d_state=4),
                    d_model=4).init(jax.random.PRNGKey(0))
+
+
+def _std_tolerance(n, excess_kurtosis):
+    """5 standard errors of a sample std (relative), n samples of the given excess kurtosis."""
+    return 5 * np.sqrt((excess_kurtosis + 2) / (4 * n))
+
+
+def test_dt_initialisation_matches_the_kzl_reference():
+    """GPT-2 blocks: N(0, 0.02) weights, zero biases, LayerNorm 1/0 (kzl's GPT-2 _init_weights, no
+    residual rescaling); the DT's own embeddings and head: PyTorch defaults (Linear weight and
+    bias U(+-1/sqrt(fan_in)), Embedding N(0, 1))."""
+    h, n_layers, max_ep_len = 64, 2, 500
+    model = make_model("dt", OBS, ACT, d_model=h, n_layers=n_layers, max_ep_len=max_ep_len)
+    p = jax.tree_util.tree_map(np.asarray, model.init(jax.random.PRNGKey(0))["params"])
+    for i in range(n_layers):
+        blk = p[f"blocks_{i}"]
+        for dense in (blk["attn"]["qkv"], blk["attn"]["proj"], blk["fc"], blk["fc_out"]):
+            w = dense["kernel"]
+            assert abs(w.std() / 0.02 - 1) < _std_tolerance(w.size, 0.0)
+            assert abs(w.mean()) < 5 * 0.02 / np.sqrt(w.size)
+            np.testing.assert_array_equal(dense["bias"], 0.0)
+        for ln in (blk["ln_1"], blk["ln_2"]):
+            np.testing.assert_array_equal(ln["scale"], 1.0)
+            np.testing.assert_array_equal(ln["bias"], 0.0)
+    for ln in (p["embed_ln"], p["ln_f"]):
+        np.testing.assert_array_equal(ln["scale"], 1.0)
+        np.testing.assert_array_equal(ln["bias"], 0.0)
+    emb = p["embed"]
+    for dense, fan_in in ((emb["embed_return"], 1), (emb["embed_state"], OBS),
+                          (emb["embed_action"], ACT), (p["head"], h)):
+        bound = 1 / np.sqrt(fan_in)
+        for x in (dense["kernel"], dense["bias"]):
+            assert np.abs(x).max() <= bound
+            # uniform on [-b, b]: std b / sqrt(3), excess kurtosis -1.2
+            assert abs(x.std() / (bound / np.sqrt(3)) - 1) < _std_tolerance(x.size, -1.2)
+    te = emb["embed_timestep"]["embedding"]
+    assert te.shape == (max_ep_len, h)
+    assert abs(te.std() - 1) < _std_tolerance(te.size, 0.0)
+
+
+def test_dt_activation_is_a_config_field_defaulting_to_relu():
+    assert DEFAULTS["dt"]["activation"] == "relu"  # kzl's experiment.py
+    ep = random_episode(jax.random.PRNGKey(6), 6)
+    outs = {}
+    for act in ("relu", "gelu", "gelu_tanh"):
+        model = make_model("dt", OBS, ACT, activation=act, **SMALL["dt"])
+        params = model.init(jax.random.PRNGKey(0))  # same parameters for every activation
+        outs[act] = np.asarray(model.apply(params, ep))
+    assert np.abs(outs["relu"] - outs["gelu"]).max() > 1e-6
+    assert np.abs(outs["gelu"] - outs["gelu_tanh"]).max() > 0
+    with pytest.raises(ValueError, match="activation"):
+        make_model("dt", OBS, ACT, activation="swish")
+    with pytest.raises(ValueError, match="inference"):
+        make_model("mamba", OBS, ACT, inference="growing")

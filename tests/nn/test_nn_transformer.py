@@ -1,8 +1,11 @@
 """Causal self-attention and the GPT-2 block against a float64 numpy reference."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from s4dm_jax.nn import CausalSelfAttention, TransformerBlock
 
@@ -58,3 +61,56 @@ def test_transformer_block_is_causal_and_ignores_masked_keys():
     assert np.abs(y2[:, 4:] - y[:, 4:]).max() > 1e-3
     yt = blk.apply(params, x, mask, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
     assert np.abs(np.asarray(yt) - y).max() > 1e-4
+
+
+def _layer_norm(x, p, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * np.asarray(p["scale"]) + np.asarray(p["bias"])
+
+
+REFERENCE_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "gelu": np.vectorize(lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2)))),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(REFERENCE_ACTIVATIONS))
+def test_transformer_block_matches_reference(activation):
+    """x + Attn(LN(x)), then + fc_out(act(fc(LN(.)))) with LayerNorm epsilon 1e-5 (GPT-2's)."""
+    blk = TransformerBlock(H, n_heads=2, dropout=0.1, activation=activation)
+    x = jax.random.normal(jax.random.PRNGKey(0), (B, T, H))
+    x = x.at[1, 3].multiply(1e-3)  # a token of variance ~1e-6: the LayerNorm epsilon matters
+    key_mask = np.ones((B, T), np.float32)
+    key_mask[1, :2] = 0
+    params = blk.init(jax.random.PRNGKey(1), x, key_mask)
+    # O(1) random weights so the MLP (and its activation) visibly shape the output
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [0.5 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)])
+    y = np.asarray(blk.apply(params, x, jnp.asarray(key_mask)))
+
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
+    x64 = np.asarray(x, np.float64)
+    h1 = x64 + reference_attention(p["attn"], _layer_norm(x64, p["ln_1"], 1e-5), key_mask, 2)
+    mid = _layer_norm(h1, p["ln_2"], 1e-5) @ p["fc"]["kernel"] + p["fc"]["bias"]
+    ref = h1 + REFERENCE_ACTIVATIONS[activation](mid) @ p["fc_out"]["kernel"] + p["fc_out"]["bias"]
+    np.testing.assert_allclose(y[0], ref[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y[1, 2:], ref[1, 2:], rtol=1e-4, atol=1e-4)  # real queries
+
+
+def test_block_initialisation_is_gpt2():
+    """Dense weights N(0, 0.02), biases 0, LayerNorm 1/0 (kzl's GPT-2 _init_weights)."""
+    blk = TransformerBlock(128, n_heads=1)
+    params = blk.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 128)))["params"]
+    for dense in (params["attn"]["qkv"], params["attn"]["proj"], params["fc"], params["fc_out"]):
+        w = np.asarray(dense["kernel"])
+        assert abs(w.std() / 0.02 - 1) < 5 / np.sqrt(2 * w.size)
+        np.testing.assert_array_equal(dense["bias"], 0.0)
+    for ln in (params["ln_1"], params["ln_2"]):
+        np.testing.assert_array_equal(ln["scale"], 1.0)
+        np.testing.assert_array_equal(ln["bias"], 0.0)
+    with pytest.raises(ValueError, match="activation"):
+        TransformerBlock(8, activation="tanh").init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 8)))

@@ -131,7 +131,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _write_json(path: str, data: dict) -> None:
+def write_json(path: str, data: dict) -> None:
+    """Write `data` atomically (temporary file, then rename), creating the directory."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
@@ -141,29 +142,30 @@ def _write_json(path: str, data: dict) -> None:
 
 def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_root="results",
              runs_root="runs", study="benchmark", overrides: dict | None = None,
-             show_progress: bool = True) -> dict:
+             show_progress: bool = True, name: str | None = None) -> dict:
     """Train and evaluate one cell (or return its stored summary). Returns the summary dict
-    ({"status": "finished" | "missing", ...})."""
+    ({"status": "finished" | "missing", ...}). `name` (default: the model) names its files."""
     summary_path, workdir = cell_paths(results_root, runs_root, study, protocol.name, env,
-                                       dataset, model)
+                                       dataset, name or model)
     if os.path.exists(summary_path):
         with open(summary_path) as fh:
             return json.load(fh)
     config = cell_config(model, env, dataset, protocol, overrides)
     cell = {"study": study, "protocol": dataclasses.asdict(protocol), "env": env,
-            "dataset": dataset, "model": model, "overrides": overrides or {}}
+            "dataset": dataset, "model": model, "name": name or model,
+            "overrides": overrides or {}}
     missing_path = summary_path[:-len(".json")] + ".missing.json"
     command = " ".join(generation_command(env, dataset))
     if not dataset_available(config.dataset):
         missing = {**cell, "status": "missing", "reason": f"dataset {config.dataset} is not in "
                    f"the Minari store {default_store_root()}", "command": command}
-        _write_json(missing_path, missing)
+        write_json(missing_path, missing)
         return missing
     try:
         results = train_and_evaluate(config, workdir, show_progress=show_progress)
     except DatasetError as e:
         missing = {**cell, "status": "missing", "reason": str(e), "command": command}
-        _write_json(missing_path, missing)
+        write_json(missing_path, missing)
         return missing
     results.pop("config", None)  # stored once below, with the cell's description
     curve = [{"step": r["step"], "loss": r["loss"]} for r in read_history(workdir)]
@@ -174,7 +176,7 @@ def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_
                            "cpus": os.cpu_count()},
                "git_commit": git_commit(),
                "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    _write_json(summary_path, summary)
+    write_json(summary_path, summary)
     if os.path.exists(missing_path):
         os.remove(missing_path)
     return summary

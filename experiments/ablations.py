@@ -1,0 +1,66 @@
+"""Ablations on one dataset (see s4dm_jax.study.ablations), through the same jobs and protocol
+as the benchmark grid.
+
+    python experiments/ablations.py --ablation context --env hopper --dataset medium
+    python experiments/ablations.py --ablation delayed kernel --protocol quick
+    python experiments/ablations.py --ablation targets        # needs the grid's hopper-medium
+
+Results: results/ablations/<protocol>/<env>-<dataset>/<model>-<variant>.json; then
+`python experiments/report.py --study ablations --protocol quick`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from s4dm_jax.study import ablations, grid, jobs
+from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
+
+
+def variant_job(model, variant, overrides, env, dataset, protocol_name, results_root, runs_root,
+                cache):
+    enable_compilation_cache(cache)
+    return ablations.run_variant(model, variant, overrides, env, dataset,
+                                 grid.PROTOCOLS[protocol_name], results_root=results_root,
+                                 runs_root=runs_root)["status"]
+
+
+def targets_job(model, env, dataset, protocol_name, results_root, runs_root, cache):
+    enable_compilation_cache(cache)
+    return ablations.run_targets(model, env, dataset, grid.PROTOCOLS[protocol_name],
+                                 results_root=results_root, runs_root=runs_root)["status"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ablation", nargs="+", choices=ablations.ABLATIONS, required=True)
+    p.add_argument("--env", choices=grid.ENVS, default="hopper")
+    p.add_argument("--dataset", default="medium")
+    p.add_argument("--protocol", choices=sorted(grid.PROTOCOLS), default="quick")
+    p.add_argument("--models", nargs="+", choices=grid.MODELS, default=list(grid.MODELS),
+                   help="models for 'targets' (and a filter for the others)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--executor", choices=jobs.EXECUTORS, default="local")
+    p.add_argument("--compilation-cache", default=default_cache_dir())
+    args = p.parse_args(argv)
+    common = (args.env, args.dataset, args.protocol, args.results, args.runs,
+              args.compilation_cache)
+    for ablation in args.ablation:
+        if ablation == "targets":
+            todo = [(m, *common) for m in args.models]
+            statuses = jobs.run_jobs(targets_job, todo, executor=args.executor,
+                                     folder=f"{args.runs}/jobs/ablations", labels=args.models)
+            labels = [f"{m}-targets" for m in args.models]
+        else:
+            todo = [(m, v, o, *common) for m, v, o in ablations.variants(ablation)
+                    if m in args.models]
+            labels = [f"{t[0]}-{t[1]}" for t in todo]
+            statuses = jobs.run_jobs(variant_job, todo, executor=args.executor,
+                                     folder=f"{args.runs}/jobs/ablations", labels=labels)
+        for label, status in zip(labels, statuses, strict=True):
+            print(f"{ablation}: {args.env}-{args.dataset} {label}: {status}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Ablations as named variants of grid cells (same protocol, data and evaluation as the grid).
+
+    context    DT's context length K in {1, 5, 20, 50}, and S4DM trained on K-step windows
+               starting anywhere (window inference) against its whole-episode default
+    delayed    the sparse-reward variant (the whole return at the episode's last step; DT paper
+               Table 7): every model, delayed_reward=True
+    kernel     S4DM's S4 kernel: dplr with legs / legt / lagt / fout, diag (S4D) with
+               diag-lin / diag-inv / legs
+    targets    return conditioning: a trained grid cell evaluated at a range of target returns
+               (achieved vs target, DT paper Figure 4); evaluation only
+
+Each trained variant is a cell `results/ablations/<protocol>/<env>-<dataset>/<model>-<variant>.json`
+(run, skipped and resumed like grid cells); `targets` writes `<model>-targets.json`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import numpy as np
+
+from s4dm_jax.study import grid
+from s4dm_jax.train.trainer import train_and_evaluate
+
+CONTEXT_LENGTHS = (1, 5, 20, 50)
+KERNELS = (("dplr", "legs"), ("dplr", "legt"), ("dplr", "lagt"), ("dplr", "fout"),
+           ("diag", "diag-lin"), ("diag", "diag-inv"), ("diag", "legs"))
+# Target returns for the return-conditioning curve, per env (0.25x to 1.5x the DT paper's
+# higher target).
+TARGET_SWEEP = {"hopper": np.linspace(900, 5400, 7).tolist(),
+                "halfcheetah": np.linspace(3000, 18000, 7).tolist(),
+                "walker2d": np.linspace(1250, 7500, 7).tolist()}
+
+
+def variants(ablation: str) -> list[tuple[str, str, dict]]:
+    """(model, variant name, config overrides) of one ablation."""
+    if ablation == "context":
+        out = [("dt", f"K{k}", {"model.context_len": k}) for k in CONTEXT_LENGTHS]
+        out += [("s4dm", f"K{k}", {"model.context_len": k, "episode_start_windows": False,
+                                  "model.inference": "window"}) for k in CONTEXT_LENGTHS]
+        return out + [("s4dm", "episodes", {})]
+    if ablation == "delayed":
+        return [(m, "delayed", {"delayed_reward": True}) for m in grid.MODELS]
+    if ablation == "kernel":
+        out = []
+        for mode, init in KERNELS:
+            over = {"model.ssm.mode": mode, "model.ssm.init": init}
+            if mode == "diag":
+                over["model.ssm.discretization"] = "zoh"  # S4D's default
+            out.append(("s4dm", f"{mode}-{init}", over))
+        return out
+    raise ValueError(f"unknown ablation {ablation!r}; choose from {ABLATIONS}")
+
+
+ABLATIONS = ("context", "delayed", "kernel", "targets")
+
+
+def is_grid_cell(model: str, overrides: dict, env: str, dataset: str,
+                 protocol: grid.Protocol) -> bool:
+    """True when the variant's config is the grid cell's (e.g. DT at K = 20, S4DM dplr-legs):
+    its result is the benchmark cell's, not trained twice."""
+    base = grid.cell_config(model, env, dataset, protocol).to_dict()
+    return grid.cell_config(model, env, dataset, protocol, overrides).to_dict() == base
+
+
+def run_variant(model: str, variant: str, overrides: dict, env: str, dataset: str,
+                protocol: grid.Protocol, *, results_root="results", runs_root="runs",
+                show_progress=True) -> dict:
+    """One trained ablation cell (a grid cell under study "ablations", named model-variant), or
+    the benchmark grid's own cell when the variant is the preset (see is_grid_cell)."""
+    study, name = "ablations", f"{model}-{variant}"
+    if is_grid_cell(model, overrides, env, dataset, protocol):
+        study, name = "benchmark", model
+    return grid.run_cell(model, env, dataset, protocol, results_root=results_root,
+                         runs_root=runs_root, study=study, overrides=overrides,
+                         show_progress=show_progress, name=name)
+
+
+def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
+                targets=None, results_root="results", runs_root="runs",
+                show_progress=True) -> dict:
+    """Evaluate the grid cell's trained checkpoint at every target return of TARGET_SWEEP[env]
+    (evaluation only; the grid cell must have been trained). Writes <model>-targets.json."""
+    path, _ = grid.cell_paths(results_root, runs_root, "ablations", protocol.name, env,
+                              dataset, f"{model}-targets")
+    if os.path.exists(path):
+        with open(path) as fh:
+            return json.load(fh)
+    _, workdir = grid.cell_paths(results_root, runs_root, "benchmark", protocol.name, env,
+                                 dataset, model)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return {"status": "missing", "reason": f"no trained grid cell in {workdir}: run the "
+                f"benchmark for {env}-{dataset} {model} first"}
+    targets = list(targets or TARGET_SWEEP[env])
+    config = grid.cell_config(model, env, dataset, protocol,
+                              {"eval.target_returns": targets})
+    results = train_and_evaluate(config, workdir, show_progress=show_progress,
+                                 evaluate_only=True)
+    summary = {"study": "ablations", "ablation": "targets", "env": env, "dataset": dataset,
+               "model": model, "protocol": protocol.name, "status": "finished",
+               "targets": targets,
+               "achieved_mean": [e["mean_return"] for e in results["eval"]],
+               "achieved_per_seed": [e["mean_return_per_seed"] for e in results["eval"]],
+               "normalized_mean": [e.get("normalized_score") for e in results["eval"]],
+               "trained_steps": results["trained_steps"], "git_commit": grid.git_commit(),
+               "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    grid.write_json(path, summary)
+    return summary

@@ -1,0 +1,38 @@
+"""Ablation variants: configs, reuse of identical grid cells, and a tiny trained variant."""
+
+import json
+
+from s4dm_jax.study import ablations, grid
+
+QUICK = grid.PROTOCOLS["quick"]
+
+
+def test_variants_change_what_they_name_and_reuse_grid_cells():
+    ctx = {(m, v): o for m, v, o in ablations.variants("context")}
+    c = grid.cell_config("s4dm", "hopper", "medium", QUICK, ctx[("s4dm", "K5")])
+    assert (c.model.context_len, c.episode_start_windows, c.model.inference) == (5, False,
+                                                                                  "window")
+    dt50 = grid.cell_config("dt", "hopper", "medium", QUICK, ctx[("dt", "K50")])
+    assert dt50.model.context_len == 50
+    same = [(m, v) for m, v, o in ablations.variants("context") + ablations.variants("kernel")
+            if ablations.is_grid_cell(m, o, "hopper", "medium", QUICK)]
+    assert same == [("dt", "K20"), ("s4dm", "episodes"), ("s4dm", "dplr-legs")]
+    kern = {v: o for _, v, o in ablations.variants("kernel")}
+    c = grid.cell_config("s4dm", "hopper", "medium", QUICK, kern["diag-diag-inv"])
+    assert (c.model.ssm.mode, c.model.ssm.init, c.model.ssm.discretization) == (
+        "diag", "diag-inv", "zoh")
+    assert all(o == {"delayed_reward": True} for _, _, o in ablations.variants("delayed"))
+
+
+def test_tiny_delayed_variant_is_written_under_ablations(tmp_path):
+    tiny = grid.Protocol("tiny", num_steps=2, warmup_steps=1, eval_episodes=1, seeds=1,
+                         description="test")
+    over = {"delayed_reward": True, "dataset": "embedded", "steps_per_call": 2, "batch_size": 8,
+            "eval.max_episode_steps": 10, "eval.target_returns": [1800.0],
+            "model.hidden_dims": (16, 16)}
+    out = ablations.run_variant("bc", "delayed", over, "hopper", "medium", tiny,
+                                results_root=str(tmp_path / "res"),
+                                runs_root=str(tmp_path / "runs"), show_progress=False)
+    assert out["status"] == "finished"
+    path = tmp_path / "res" / "ablations" / "tiny" / "hopper-medium" / "bc-delayed.json"
+    assert json.loads(path.read_text())["config"]["delayed_reward"] is True

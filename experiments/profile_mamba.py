@@ -10,9 +10,9 @@ load from other processes hits every entry alike; median and min reported):
   model[dt], model[mamba]: the loss's forward + backward only (value_and_grad of model.loss on
       a fixed batch);
   pieces of one Mamba layer at the preset shapes (batch B, L = 3K tokens, width H, E = expand H,
-      N = d_state), each forward + backward (gradient of <output, fixed cotangent> with respect
-      to every input):
-        scan[<method>]    selective scan (nn.MambaBlock's vmapped call), every method in
+      N = d_state), each forward + backward (the output and a fixed cotangent pulled back to
+      every input):
+        scan[<method>]    selective scan over the batch (as nn.MambaBlock calls it), every method in
                           ssm.selective.METHODS ("*" marks the backend default);
         conv[shifted-sum] the causal depthwise conv as nn.mamba does it;
         conv[lax.conv]    the same conv as one grouped lax.conv_general_dilated (for comparison);
@@ -115,12 +115,17 @@ def add_full_steps(bench: Bench, name: str, config, steps_per_call: int):
 
 
 def _grad_of(fn, num_args):
-    """(args..., cotangent) -> gradients of <fn(args), cotangent> w.r.t. every arg."""
-    def grads(*args_and_ct):
-        *args, ct = args_and_ct
-        return jax.grad(lambda *a: jnp.sum(fn(*a) * ct), argnums=tuple(range(num_args)))(*args)
+    """(args..., cotangent) -> (fn(args), the cotangent pulled back to every arg).
 
-    return grads
+    The output is returned too, as in training, where it feeds the next layer: with an unused
+    output XLA may compile the forward pass differently (for the chunked scan, slower)."""
+    def forward_and_grads(*args_and_ct):
+        *args, ct = args_and_ct
+        assert len(args) == num_args
+        out, pullback = jax.vjp(fn, *args)
+        return out, pullback(ct)
+
+    return forward_and_grads
 
 
 def _conv_lax(x, kernel, bias):
@@ -147,8 +152,7 @@ def add_pieces(bench: Bench, mc):
     default = selective.default_method()
     for method in selective.METHODS:
         def scan(u, delta, a, bmat, cmat, d, method=method):
-            return jax.vmap(lambda u, dl, bm, cm: selective.selective_scan(
-                u, dl, a, bm, cm, d, method=method))(u, delta, bmat, cmat)
+            return selective.selective_scan(u, delta, a, bmat, cmat, d, method=method)
 
         star = "*" if method == default else ""
         bench.add(f"scan[{method}]{star}", _grad_of(scan, 6), u, delta, a, bmat, cmat, d, ct)

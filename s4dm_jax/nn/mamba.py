@@ -3,7 +3,6 @@ SiLU gating; a parallel scan path over a sequence and a recurrent `step` path.""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax.linen as nn
@@ -129,8 +128,7 @@ class MambaBlock(nn.Module):
             u = u * mask[..., None]
         delta, b, c = self._ssm_inputs(u)
         a = -jnp.exp(self.A_log)
-        scan = functools.partial(selective.selective_scan, method=self.scan_method)
-        y = jax.vmap(scan, in_axes=(0, 0, None, 0, 0, None))(u, delta, a, b, c, self.D)
+        y = selective.selective_scan(u, delta, a, b, c, self.D, method=self.scan_method)
         return self.out_proj(y * nn.silu(z))
 
     def init_state(self, batch_size: int, dtype=jnp.float32):

@@ -126,6 +126,33 @@ def test_selective_scan_vmap_over_batch(method):
         np.testing.assert_allclose(y[i], _numpy_reference(*b), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", selective.METHODS)
+def test_selective_scan_leading_batch_dims(method):
+    """u, delta, B, C with batch dims (2, 3): every sequence scanned on its own (A, D shared)."""
+    seqs = [[_inputs(3 * i + j, L=6) for j in range(3)] for i in range(2)]
+    shared_A, shared_D = seqs[0][0][2], seqs[0][0][5]
+    batched = [np.array([[s[k] for s in row] for row in seqs]) for k in (0, 1, 3, 4)]
+    with jax.enable_x64(True):
+        y = selective.selective_scan(batched[0], batched[1], shared_A, batched[2], batched[3],
+                                     shared_D, method=method, chunk=4)
+    assert y.shape == (2, 3, 6, 3)
+    for i in range(2):
+        for j in range(3):
+            u, delta, _, B, C, _ = seqs[i][j]
+            want = _numpy_reference(u, delta, shared_A, B, C, shared_D)
+            np.testing.assert_allclose(y[i, j], want, rtol=1e-12, atol=1e-12)
+
+
+def test_selective_scan_rejects_mismatched_shapes():
+    u, delta, A, B, C, D = (np.asarray(x, np.float32) for x in _inputs())
+    with pytest.raises(ValueError, match=r"B is \(13, 5\), expected \(13, 4\)"):
+        selective.selective_scan(u, delta, A, np.zeros((13, 5), np.float32), C, D)
+    with pytest.raises(ValueError, match="delta is"):
+        selective.selective_scan(u, delta[None], A, B, C, D)
+    with pytest.raises(ValueError, match="A must be"):
+        selective.selective_scan(u, delta, A[0], B, C, D)
+
+
 # Which inputs an inner vmap maps (0) or shares (None): the Mamba block's layout (A, D shared),
 # a shared B, and a shared u.
 IN_AXES = [(0, 0, None, 0, 0, None), (0, 0, None, None, 0, None), (None, 0, 0, 0, 0, 0)]

@@ -67,9 +67,9 @@ class MambaBlock(nn.Module):
       d_conv: causal depthwise conv width (4).
       expand: inner width E = expand * H (2).
       dt_rank: rank of the dt projection (default ceil(H / 16)).
-      scan_method: selective scan algorithm of the scan path (ssm.selective.METHODS; None =
-        the measured fastest for the backend, `selective.default_method()`). All compute the
-        same function.
+      scan_method: selective scan algorithm of the scan path, one of ssm.selective.METHODS, or
+        None for `selective.default_method()` (chosen per backend). All compute the same
+        function.
 
     Parameter names: in_proj, conv_kernel [d_conv, E], conv_bias [E], x_proj, dt_proj, A_log [E,N],
     D [E], out_proj.
@@ -145,8 +145,7 @@ class MambaBlock(nn.Module):
         u = nn.silu(conv)
         delta, b, c = self._ssm_inputs(u)
         a = -jnp.exp(self.A_log)
-        h, y = jax.vmap(selective.selective_step, in_axes=(0, 0, 0, None, 0, 0, None))(
-            state["h"], u, delta, a, b, c, self.D)
+        h, y = selective.selective_step(state["h"], u, delta, a, b, c, self.D)
         return {"conv": window[:, 1:], "h": h}, self.out_proj(y * nn.silu(z))
 
 

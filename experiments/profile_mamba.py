@@ -20,8 +20,9 @@ load from other processes hits every entry alike; median and min reported):
         mixer             one nn.MambaBlock;
         block             one nn.MambaResidualBlock (mixer + MLP, dropout on).
 
-Per-layer pieces are also shown times n_layers ("x layers"). Absolute times on a shared CPU are
-noisy: read the ratios (every entry is measured in the same rounds).
+Per-layer pieces are also shown times n_layers ("x layers"); "vs DT step" divides an entry (a
+piece: times n_layers) by DT's step. Absolute times on a shared CPU are noisy: read the ratios
+(every entry is measured in the same rounds).
 
     python experiments/profile_mamba.py                          # hopper-medium presets
     python experiments/profile_mamba.py --repeats 3 --steps-per-call 2 --only pieces  # quicker

@@ -219,7 +219,7 @@ def _discretize_nd(u_t, delta_t, At, B_t):
     return Ab, Bu
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chunked_kernels(chunk: int):
     """(forward, backward) kernels of the chunked scan for a given chunk length."""
 

@@ -114,7 +114,16 @@ def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, max
         return jax.lax.fori_loop(0, jnp.minimum(n, max_steps), body, (state, buffers))
 
     vmapped = jax.vmap(chunk, in_axes=(0, None, None), spmd_axis_name="seed")
-    return jax.jit(vmapped)
+
+    def run(state, arrays, n):
+        if jax.tree_util.tree_leaves(state)[0].shape[0] == 1:
+            # one seed: run unvmapped (XLA:CPU runs loops over a vmapped size-1 axis several
+            # times slower) and restore the seed axis
+            out = chunk(jax.tree_util.tree_map(lambda x: x[0], state), arrays, n)
+            return jax.tree_util.tree_map(lambda x: x[None], out)
+        return vmapped(state, arrays, n)
+
+    return jax.jit(run)
 
 
 # ----------------------------------------------------------------------------- experiment

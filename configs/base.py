@@ -81,6 +81,12 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.progress_every_s = 5.0
     c.seed = 0
     c.seeds = 1  # independent seeds trained together (vmapped)
+    # Optimiser values trained side by side in the same vmapped program: every combination of
+    # the non-empty lists below, each with `seeds` seeds (empty: config.optim's value). E.g.
+    # --config.sweep.learning_rate='(1e-4, 3e-4, 1e-3)'. Shape-changing settings are separate
+    # runs (experiments/sweep.py).
+    c.sweep = ml_collections.ConfigDict({"learning_rate": (), "ssm_learning_rate": (),
+                                         "weight_decay": ()})
     c.seed_axis_devices = 1  # devices on the mesh's "seed" axis (rest: "data" axis)
 
     c.log_every = 500

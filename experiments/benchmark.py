@@ -16,27 +16,12 @@ The logic lives in s4dm_jax.study (grid, jobs), so tests and the notebook run th
 from __future__ import annotations
 
 import argparse
-import ast
 import subprocess
 import sys
 import time
 
 from s4dm_jax.study import grid, jobs
 from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
-
-
-def parse_assignments(items) -> dict:
-    """["a.b=1", "c=x"] -> {"a.b": 1, "c": "x"} (values parsed as Python literals if they are)."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"error: expected key=value, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def cell_job(model, env, dataset, protocol_name, results_root, runs_root, overrides, cache):
@@ -83,13 +68,13 @@ def main(argv=None):
               "(or rerun with --generate-missing):\n  "
               + "\n  ".join(" ".join(c) for c in commands), flush=True)
 
-    overrides = parse_assignments(args.set)
+    overrides = grid.parse_assignments(args.set)
     cells = grid.grid_cells(args.envs, args.datasets, args.models)
     job_args = [(m, e, d, args.protocol, args.results, args.runs, overrides,
                  args.compilation_cache) for e, d, m in cells]
     statuses = jobs.run_jobs(cell_job, job_args, executor=args.executor,
                              folder=f"{args.runs}/jobs/benchmark-{args.protocol}",
-                             slurm=parse_assignments(args.slurm),
+                             slurm=grid.parse_assignments(args.slurm),
                              labels=[f"{e}-{d} {m}" for e, d, m in cells])
     for (e, d, m), status in zip(cells, statuses, strict=True):
         print(f"{e}-{d} {m}: {status}")

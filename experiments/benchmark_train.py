@@ -53,7 +53,8 @@ class Case:
     def __init__(self, name: str, preset: str, seeds: int, steps: int):
         config = preset_config(name, preset)
         _, sampler, model = trainer.build(config)
-        optimizer, self.num_params = trainer.build_optimizer(config, model)
+        make_opt, self.num_params = trainer.build_optimizer(config, model)
+        optimizer = make_opt()
         mesh = trainer.make_mesh(1, jax.devices()[:1])
         self.name, self.seeds, self.steps = name, seeds, steps
         self.batch, self.context = int(config.batch_size), int(model.context_len)

@@ -27,7 +27,13 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", "runs/s4dm-embedded",
                     "Directory for checkpoints, TensorBoard logs and results (resumes if present).")
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host TPU/GPU jobs).")
+                  "Multi-process training with jax.distributed: every process runs this command; "
+                  "on a TPU pod / Slurm / Kubernetes the processes are found automatically, "
+                  "elsewhere pass --coordinator_address, --num_processes and --process_id. CPU "
+                  "processes use gloo collectives.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_string("compilation_cache_dir", None,
                     "Directory of JAX's persistent compilation cache (a second run of the same "
@@ -47,7 +53,12 @@ def main(argv):
     if FLAGS.distributed:
         import jax
 
-        jax.distributed.initialize()
+        # collectives between CPU processes (no effect on GPU/TPU); set before initialize,
+        # which must come before anything touches a device
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
     from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
 
     cache = FLAGS.compilation_cache_dir

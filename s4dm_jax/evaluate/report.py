@@ -10,8 +10,11 @@ import numpy as np
 
 
 def build_results(config, dataset, model, num_params, result, history, *, wall_times, devices,
-                  gif=None, trained_steps=None) -> dict:
-    """Plain-JSON results: per-seed returns and normalised scores per target, plus summaries.
+                  trials, gif=None, trained_steps=None) -> dict:
+    """Plain-JSON results: per-trial returns and normalised scores per target, plus summaries.
+
+    `trials` (train.trainer.trial_table) describes the leading axis of every per-seed list: one
+    entry per trained model, its seed and optimiser values (several per seed in a sweep).
 
     `trained_steps` is the step of the evaluated parameters (default config.num_steps); when it
     differs from config.num_steps the results say so in "note".
@@ -49,7 +52,8 @@ def build_results(config, dataset, model, num_params, result, history, *, wall_t
                     "ref_min_score": dataset.ref_min_score,
                     "ref_max_score": dataset.ref_max_score,
                     "ref_source": dataset.ref_source},
-        "seeds": [config.seed + i for i in range(config.seeds)],
+        "seeds": [t["seed"] for t in trials],
+        "trials": trials,
         "eval": per_target,
         "eval_env_steps": result.env_steps,
         "final_train_loss_per_seed": history[-1]["loss"] if history else None,

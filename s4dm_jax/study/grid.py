@@ -17,6 +17,7 @@ checkpoint (the runner's own resume).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime
 import importlib
@@ -67,6 +68,11 @@ PROTOCOLS = {
         description="CPU budget: 1k gradient steps (warmup 100), preset batch sizes, 10 "
                     "evaluation episodes per seed and target, 3 seeds; the 6 x 4 grid takes "
                     "about 6 hours on a 2-core CPU"),
+    "sweep": Protocol(
+        "sweep", num_steps=500, warmup_steps=50, eval_episodes=5, seeds=1,
+        description="S4DM hyperparameter sweep budget: 500 gradient steps (warmup 50), 5 "
+                    "evaluation episodes per target, 1 seed per learning rate (the learning "
+                    "rates of one shape train side by side in one vmapped program)"),
 }
 
 
@@ -89,6 +95,21 @@ def cell_config(model: str, env: str, dataset: str, protocol: Protocol,
             target = target[part]
         target[last] = value
     return config
+
+
+def parse_assignments(items) -> dict:
+    """["a.b=1", "c=x"] -> {"a.b": 1, "c": "x"} (values parsed as Python literals when they
+    are, e.g. numbers, tuples, True); raises ValueError for an item without '='."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
 
 
 def cell_paths(results_root: str, runs_root: str, study: str, protocol: str, env: str,

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 # the data and its sampling, the seeds, and the optimiser (learning rates, schedule, decay).
 RESUME_KEYS = ("model", "dataset", "seeds", "seed", "batch_size", "rtg_scale", "top_fraction",
                "top_fraction_by",
-               "delayed_reward", "episode_start_windows", "optim")
+               "delayed_reward", "episode_start_windows", "optim", "sweep")
 RUN_CONFIG_FILE = "run_config.json"
 # Checkpoints that cannot be restored are moved here (never deleted) so training can go on.
 SKIPPED_DIR = "skipped_checkpoints"

@@ -10,15 +10,20 @@ over "data".
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tensorboardX import SummaryWriter
@@ -32,7 +37,7 @@ from s4dm_jax.evaluate.rollout import check_eval_env, render_episode, rollout
 from s4dm_jax.nn import ssm_param_mask
 from s4dm_jax.train import checkpoint
 from s4dm_jax.train.history import HistoryWriter, truncate_history
-from s4dm_jax.train.optim import make_optimizer, warmup_schedule
+from s4dm_jax.train.optim import VMAPPABLE, make_optimizer, warmup_schedule
 
 
 class ConfigError(ValueError):
@@ -62,15 +67,39 @@ def seed_keys(base_seed: int, num_seeds: int) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(base_seed + i) for i in range(num_seeds)])
 
 
-def init_state(model, optimizer, keys: jax.Array) -> dict:
-    """Seed-stacked train state {step, params, opt_state, key} from keys [S, 2]."""
-    def one(key):
+def trial_table(config) -> list[dict]:
+    """The models one run trains side by side (the train state's leading axis S): for every
+    combination of the vmapped optimiser values in config.sweep (an empty list keeps
+    config.optim's value), config.seeds seeds (seeds vary fastest). Each trial:
+    {"seed", "learning_rate", "ssm_learning_rate", "weight_decay"}."""
+    grids = [list(config.sweep[k] or []) or [config.optim[k]] for k in VMAPPABLE]
+    return [{"seed": int(config.seed) + i, **{k: float(v) for k, v in zip(VMAPPABLE, combo,
+                                                                          strict=True)}}
+            for combo in itertools.product(*grids) for i in range(int(config.seeds))]
+
+
+def trial_inputs(trials: list[dict]) -> tuple[jax.Array, dict]:
+    """PRNG keys [S, 2] and the vmapped optimiser values {name: [S]} of a trial table."""
+    keys = jnp.stack([jax.random.PRNGKey(t["seed"]) for t in trials])
+    return keys, {k: jnp.asarray([t[k] for t in trials], jnp.float32) for k in VMAPPABLE}
+
+
+def init_state(model, optimizer, keys: jax.Array, hparams: dict | None = None,
+               make_optimizer_fn=None) -> dict:
+    """Trial-stacked train state {step, params, opt_state, key} from keys [S, 2].
+
+    With `hparams` ({name: [S]}) and `make_optimizer_fn(**values) -> optimizer`, trial i's
+    optimiser state holds its own values (injected hyperparameters), so one vmapped program
+    trains S different learning rates / weight decays.
+    """
+    def one(key, hp):
         init_key, train_key = jax.random.split(key)
         params = model.init(init_key)
+        opt = optimizer if hp is None else make_optimizer_fn(**hp)
         return {"step": jnp.zeros((), jnp.int32), "params": params,
-                "opt_state": optimizer.init(params), "key": train_key}
+                "opt_state": opt.init(params), "key": train_key}
 
-    return jax.jit(jax.vmap(one))(keys)
+    return jax.jit(jax.vmap(one))(keys, hparams)
 
 
 def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, max_steps: int,
@@ -158,15 +187,16 @@ def build(config):
 
 
 def build_optimizer(config, model):
-    """(optax optimiser for config.optim, the model's parameter count); the SSM parameters
-    (if any) get their own learning rate and no weight decay."""
+    """(make_optimizer_fn(**vmappable values) -> optax optimiser for config.optim, the model's
+    parameter count); the SSM parameters (if any) get their own learning rate and no weight
+    decay. make_optimizer_fn() is the optimiser with config.optim's values."""
     try:
         probe = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     except (ValueError, TypeError) as e:  # Flax modules check their fields when first set up
         raise ConfigError(f"config.model ({config.model.name}) is invalid: {e}") from e
     mask = ssm_param_mask(probe)
-    has_ssm = any(jax.tree_util.tree_leaves(mask))
-    return make_optimizer(config.optim, mask if has_ssm else None), models_lib.param_count(probe)
+    mask = mask if any(jax.tree_util.tree_leaves(mask)) else None
+    return functools.partial(make_optimizer, config.optim, mask), models_lib.param_count(probe)
 
 def _validate_training_regime(config, sampler, model):
     """Whole-episode windows must hold whole episodes, and a model whose inference state spans
@@ -213,20 +243,25 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     if config.batch_size % data_axis:
         raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
                           f"{data_axis} devices of the data axis")
-    if config.seeds % mesh.shape["seed"]:
-        raise ConfigError(f"config.seeds={config.seeds} must be divisible by "
-                          f"config.seed_axis_devices={mesh.shape['seed']}")
+    trials = trial_table(config)
+    if len(trials) % mesh.shape["seed"]:
+        raise ConfigError(f"the {len(trials)} trials (config.seeds x config.sweep values) must "
+                          f"be divisible by config.seed_axis_devices={mesh.shape['seed']}")
     checkpoint.check_run_config(workdir, config)
     stored = _finished_results(config, workdir, evaluate_only)
     if stored is not None:
         return stored
 
-    optimizer, num_params = build_optimizer(config, model)
+    make_opt, num_params = build_optimizer(config, model)
+    optimizer = make_opt()
 
     state_sharding = NamedSharding(mesh, P("seed"))
-    state = init_state(model, optimizer, seed_keys(config.seed, config.seeds))
-    state = jax.device_put(state, state_sharding)
-    arrays = jax.device_put(sampler.arrays, NamedSharding(mesh, P()))
+    keys, hparams = trial_inputs(trials)
+    state = init_state(model, optimizer, keys, hparams, make_opt)
+    # through host values: with jax.distributed every process holds the same values and
+    # contributes its devices' shards of the global arrays
+    state = jax.device_put(jax.device_get(state), state_sharding)
+    arrays = jax.device_put(jax.device_get(sampler.arrays), NamedSharding(mesh, P()))
 
     manager = checkpoint.open_manager(workdir, config.keep_checkpoints)
     try:
@@ -237,8 +272,12 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     for message in restored.skipped:
         print(f"warning: {message}")
     state, start_step = restored.state, restored.step
-    checkpoint.write_run_config(workdir, config)
-    history = truncate_history(workdir, start_step)
+    # Multi-process runs (jax.distributed): all processes train and checkpoint together; the
+    # first writes the workdir's records, the others keep theirs in <workdir>/process<i>.
+    log_dir = workdir if jax.process_index() == 0 else os.path.join(
+        workdir, f"process{jax.process_index()}")
+    checkpoint.write_run_config(log_dir, config)
+    history = truncate_history(log_dir, start_step)
     train_s = restored.train_s
     if train_s is None:  # checkpoint metadata without the time: take the record's last entry
         train_s = float(history[-1].get("train_s", 0.0)) if history else 0.0
@@ -253,27 +292,27 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
               f"config.optim.learning_rate={config.optim.learning_rate:g} by the end. Lower "
               "--config.optim.warmup_steps for a short run.")
 
-    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    lr_schedule = warmup_schedule(config.optim.learning_rate, config.optim.warmup_steps)
+    writer = SummaryWriter(os.path.join(log_dir, "tensorboard"))
     compile_s = 0.0
     try:
         if not evaluate_only:
-            state, train_s, compile_s = _train_loop(
-                config, model, optimizer, mesh, state, arrays, start_step, train_s, manager,
-                writer, lr_schedule, history, workdir, show_progress, sampler, dataset)
+            run = TrainSession(config, model, optimizer, mesh, arrays, sampler, dataset,
+                               manager, writer, history, workdir, log_dir, show_progress)
+            state, train_s, compile_s = _train_loop(run, state, start_step, train_s)
     finally:
         manager.wait_until_finished()
         manager.close()
     trained_steps = start_step if evaluate_only else int(config.num_steps)
 
     eval_start = time.perf_counter()
+    state = {"params": _to_host(state["params"])}  # evaluation runs on each process's host
     result = rollout(model, state["params"], env_id=dataset.env_id, state_mean=sampler.state_mean,
                      state_std=sampler.state_std, rtg_scale=config.rtg_scale,
                      targets=config.eval.target_returns, episodes=config.eval.episodes,
                      max_steps=config.eval.max_episode_steps,
                      delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
                      episode_start_windows=config.episode_start_windows)
-    _log_eval(writer, result, dataset, trained_steps)
+    _log_eval(writer, result, dataset, trained_steps, config)
     writer.close()
     gif = None
     if config.eval.gif:
@@ -294,8 +333,9 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
         wall_times={"train_s": train_s, "compile_s": compile_s,
                     "eval_s": time.perf_counter() - eval_start},
         devices=[str(d) for d in mesh.devices.flat], gif=gif, trained_steps=trained_steps,
+        trials=trials,
     )
-    report.write_all(workdir, results, history)
+    report.write_all(log_dir, results, history)
     return results
 
 
@@ -337,16 +377,41 @@ def _finished_results(config, workdir: str, evaluate_only: bool) -> dict | None:
     return stored
 
 
-def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train_s, manager,
-                writer, lr_schedule, history, workdir, show_progress, sampler, dataset):
+@dataclasses.dataclass
+class TrainSession:
+    """What a training loop works with besides the state: the run's config, model and data,
+    its optimiser and mesh, and where it records (workdir: checkpoints; log_dir: history and
+    TensorBoard, the workdir itself on process 0)."""
+
+    config: Any
+    model: Any
+    optimizer: optax.GradientTransformation
+    mesh: Mesh
+    arrays: dict
+    sampler: SequenceSampler
+    dataset: Any
+    manager: Any
+    writer: SummaryWriter
+    history: list
+    workdir: str
+    log_dir: str
+    show_progress: bool = True
+
+
+def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
     """Train from `start_step` to config.num_steps. Returns (state, train_s, compile_s): the
     cumulative training seconds (compilation excluded) and this session's compile seconds."""
+    config, model, optimizer, mesh = run.config, run.model, run.optimizer, run.mesh
+    arrays, sampler, dataset, manager = run.arrays, run.sampler, run.dataset, run.manager
+    writer, history, workdir = run.writer, run.history, run.workdir
+    lr_schedule = warmup_schedule(config.optim.learning_rate, config.optim.warmup_steps)
     total = int(config.num_steps)
     max_chunk = max(1, min(int(config.steps_per_call), total))
     boundaries = [b for b in (config.log_every, config.checkpoint_every, config.eval.every) if b]
     step = start_step
-    bar = tqdm(total=total, initial=step, desc=f"train {config.model.name} x{config.seeds} seeds",
-               unit="step", disable=not show_progress, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=total, initial=step,
+               desc=f"train {config.model.name} x{len(trial_table(config))} trials",
+               unit="step", disable=not run.show_progress, dynamic_ncols=True, mininterval=0.5)
     bar.set_postfix_str("compiling the training step...", refresh=True)
     t0 = time.perf_counter()
     fn = make_train_chunk(model, optimizer, batch_size=config.batch_size,
@@ -358,7 +423,7 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train
     bar.initial = bar.n = bar.last_print_n = step
     n_next = 1  # the first chunk is one step long: it measures the step time
 
-    record = HistoryWriter(workdir)
+    record = HistoryWriter(run.log_dir)
     try:
         while step < total:
             # Chunks end on every log/checkpoint/eval boundary (so records do not depend on the
@@ -366,7 +431,7 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train
             n = min(n_next, total - step, *(b - step % b for b in boundaries))
             t0 = time.perf_counter()
             new_state, metrics = fn(state, arrays, jnp.int32(n))
-            metrics = {k: v[:, :n] for k, v in jax.device_get(metrics).items()}
+            metrics = {k: v[:, :n] for k, v in _to_host(metrics).items()}
             dt = time.perf_counter() - t0
             bad = ~(np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"]))
             if bad.any():
@@ -392,13 +457,20 @@ def _train_loop(config, model, optimizer, mesh, state, arrays, start_step, train
                                  max_steps=config.eval.max_episode_steps,
                                  delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
                                  episode_start_windows=config.episode_start_windows)
-                _log_eval(writer, result, dataset, step)
+                _log_eval(writer, result, dataset, step, config)
             if _crossed(prev, step, config.checkpoint_every) or step == total:
                 checkpoint.save(manager, step, state, train_s)
     finally:
         record.close()
         bar.close()
     return state, train_s, compile_s
+
+
+def _to_host(tree):
+    """Numpy values of (possibly multi-process, not fully addressable) arrays."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def _diverged(config, manager, workdir, step, seed_idx) -> TrainingDivergedError:
@@ -419,6 +491,16 @@ def _crossed(prev: int, now: int, every: int) -> bool:
     return every > 0 and now // every > prev // every
 
 
+def _trial_label(config, i: int) -> str:
+    """TensorBoard name of trial i: seed<N>, plus its optimiser values when config.sweep is set."""
+    trial = trial_table(config)[i]
+    label = f"seed{trial['seed']}"
+    for k in VMAPPABLE:
+        if config.sweep[k]:
+            label += f"_{k}{trial[k]:g}"
+    return label
+
+
 def _log_train(writer, metrics, step, config, lr, steps_per_s, train_s) -> dict:
     """Write the chunk's last-step metrics to TensorBoard; returns the history record."""
     loss = np.asarray(metrics["loss"])[:, -1]
@@ -428,18 +510,19 @@ def _log_train(writer, metrics, step, config, lr, steps_per_s, train_s) -> dict:
     writer.add_scalar("train/learning_rate", float(lr), step)
     writer.add_scalar("train/steps_per_s", float(steps_per_s), step)
     for i, v in enumerate(loss):
-        writer.add_scalar(f"train/loss_seed{config.seed + i}", float(v), step)
+        writer.add_scalar(f"train/loss_{_trial_label(config, i)}", float(v), step)
     return {"step": int(step), "loss": loss.tolist(), "grad_norm": grad_norm.tolist(),
             "learning_rate": float(lr), "steps_per_s": float(steps_per_s),
             "train_s": float(train_s)}
 
 
-def _log_eval(writer, result, dataset, step):
+def _log_eval(writer, result, dataset, step, config):
     for ti, target in enumerate(result.targets):
         per_seed = result.returns[:, ti].mean(axis=-1)
         writer.add_scalar(f"eval/return_target{target:g}", float(per_seed.mean()), step)
         for si, r in enumerate(per_seed):
-            writer.add_scalar(f"eval/return_target{target:g}_seed{si}", float(r), step)
+            writer.add_scalar(f"eval/return_target{target:g}_{_trial_label(config, si)}",
+                              float(r), step)
         if dataset.ref_min_score is not None and dataset.ref_max_score is not None:
             writer.add_scalar(f"eval/normalized_target{target:g}",
                               float(dataset.normalized_score(per_seed).mean()), step)
@@ -523,4 +606,5 @@ def _validate_fields(config):
 
 
 __all__ = ["ConfigError", "TrainingDivergedError", "build", "build_optimizer", "init_state",
-           "make_mesh", "make_train_chunk", "seed_keys", "train_and_evaluate"]
+           "make_mesh", "make_train_chunk", "seed_keys", "train_and_evaluate", "trial_inputs",
+           "trial_table"]

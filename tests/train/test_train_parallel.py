@@ -96,3 +96,34 @@ def test_chunk_lengths_do_not_change_training():
                                m_one["loss"], rtol=1e-6)
     for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(two), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_vmapped_learning_rates_equal_separate_runs():
+    """config.sweep: trial (lr, seed) of one vmapped program == a run with that lr and seed."""
+    from s4dm_jax.train.trainer import build_optimizer, trial_inputs, trial_table
+
+    config = tiny_config("dt", **{"sweep.learning_rate": (1e-3, 3e-3), "seeds": 2})
+    _, sampler, model = build(config)
+    make_opt, _ = build_optimizer(config, model)
+    trials = trial_table(config)
+    assert [(t["learning_rate"], t["seed"]) for t in trials] == [
+        (1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)]
+    mesh = make_mesh(1, jax.devices()[:1])
+    chunk = make_train_chunk(model, make_opt(), batch_size=8, context_len=model.context_len,
+                             max_steps=3, mesh=mesh)
+    keys, hparams = trial_inputs(trials)
+    together, metrics = chunk(init_state(model, make_opt(), keys, hparams, make_opt),
+                              sampler.arrays, 3)
+    for i, t in enumerate(trials):
+        alone_cfg = tiny_config("dt", **{"optim.learning_rate": t["learning_rate"]})
+        alone_opt = build_optimizer(alone_cfg, model)[0]()
+        alone_chunk = make_train_chunk(model, alone_opt, batch_size=8,
+                                       context_len=model.context_len, max_steps=3, mesh=mesh)
+        alone, m = alone_chunk(init_state(model, alone_opt, seed_keys(t["seed"], 1)),
+                               sampler.arrays, 3)
+        np.testing.assert_allclose(m["loss"][0], metrics["loss"][i], rtol=2e-5)
+        for x, y in zip(jax.tree_util.tree_leaves(alone["params"]),
+                        jax.tree_util.tree_leaves(together["params"]), strict=True):
+            np.testing.assert_allclose(np.asarray(x)[0], np.asarray(y)[i], rtol=1e-4, atol=1e-6)
+    # the two learning rates really train differently
+    assert not np.allclose(metrics["loss"][0, -1], metrics["loss"][2, -1])

@@ -1,0 +1,141 @@
+"""S4DM hyperparameter sweeps: shape-changing settings (state size, layers, width, token
+layout) are separate jobs; settings that keep shapes (learning rates, weight decay) are trained
+side by side with the seeds inside each job's one compiled program (config.sweep).
+
+Each job is a cell `results/sweep/<protocol>/<env>-<dataset>/s4dm-<shape>.json` (run, skipped
+and resumed like grid cells) whose trials carry their learning rate; `table` and
+`plot_heatmaps` read them back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from s4dm_jax.study import grid, report
+
+# The seed reports its best point at lr 6.1e-4, N = 256, 16 layers.
+DEFAULT_AXES = {"learning_rate": (2e-4, 6.1e-4, 2e-3), "d_state": (64, 128, 256),
+                "n_layers": (4, 8, 16), "d_model": (18,), "token_layout": ("step",)}
+
+
+def shape_name(d_state: int, n_layers: int, d_model: int, token_layout: str) -> str:
+    return f"s4dm-N{d_state}-L{n_layers}-H{d_model}-{token_layout}"
+
+
+def jobs(axes: dict | None = None) -> list[tuple[str, dict]]:
+    """(cell name, config overrides) per shape; each job vmaps axes["learning_rate"]."""
+    axes = {**DEFAULT_AXES, **(axes or {})}
+    out = []
+    for n, layers, width, layout in itertools.product(
+            axes["d_state"], axes["n_layers"], axes["d_model"], axes["token_layout"]):
+        overrides = {"model.ssm.d_state": int(n), "model.n_layers": int(layers),
+                     "model.d_model": int(width), "model.token_layout": layout,
+                     "sweep.learning_rate": tuple(float(v) for v in axes["learning_rate"])}
+        if layout == "interleaved":
+            overrides["model.context_len"] = 1000  # whole episodes; kernel 3000 tokens long
+        out.append((shape_name(n, layers, width, layout), overrides))
+    return out
+
+
+def run_job(name: str, overrides: dict, env: str, dataset: str, protocol: grid.Protocol, *,
+            results_root="results", runs_root="runs", show_progress=True) -> dict:
+    """One sweep job (an S4DM grid cell under study "sweep")."""
+    return grid.run_cell("s4dm", env, dataset, protocol, results_root=results_root,
+                         runs_root=runs_root, study="sweep", overrides=overrides,
+                         show_progress=show_progress, name=name)
+
+
+def rows(results_root: str, protocol: str) -> list[dict]:
+    """One row per trained trial: shape, learning rate, seed, params, score."""
+    out = []
+    for cell in report.load_cells(results_root, "sweep", protocol):
+        if cell.get("status") != "finished":
+            continue
+        cfg, res = cell["config"]["model"], cell["results"]
+        scores = report.episode_scores(cell)  # [trials, episodes]
+        for i, trial in enumerate(res["trials"]):
+            out.append({"env": cell["env"], "dataset": cell["dataset"],
+                        "d_state": cfg["ssm"]["d_state"], "n_layers": cfg["n_layers"],
+                        "d_model": cfg["d_model"], "token_layout": cfg["token_layout"],
+                        "learning_rate": trial["learning_rate"], "seed": trial["seed"],
+                        "params": res["num_params"], "score": float(scores[i].mean()),
+                        "final_loss": float(res["final_train_loss_per_seed"][i])})
+    return out
+
+
+def table(sweep_rows: Sequence[dict], dt_params: int | None = None) -> str:
+    """Markdown: every trial, best first, with its share of DT's parameters."""
+    head = ("| N | layers | width | layout | lr | params | % of DT | score | final loss |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in sorted(sweep_rows, key=lambda r: -r["score"]):
+        share = f"{100 * r['params'] / dt_params:.1f}" if dt_params else "-"
+        lines.append(f"| {r['d_state']} | {r['n_layers']} | {r['d_model']} | "
+                     f"{r['token_layout']} | {r['learning_rate']:g} | {r['params']:,} | {share} "
+                     f"| {r['score']:.1f} | {r['final_loss']:.4f} |")
+    return "\n".join(lines)
+
+
+def _heatmap(ax, values: dict, xs, ys, xlabel: str, ylabel: str, title: str):
+    grid_ = np.full((len(ys), len(xs)), np.nan)
+    for (x, y), v in values.items():
+        grid_[ys.index(y), xs.index(x)] = v
+    im = ax.imshow(grid_, cmap="viridis", origin="lower", aspect="auto")
+    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    for (i, j), v in np.ndenumerate(grid_):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    plt.colorbar(im, ax=ax, label="normalised score")
+
+
+def plot_heatmaps(sweep_rows: Sequence[dict], path: str) -> None:
+    """Mean score over seeds: lr x state size (one panel per layer count) and layers x width
+    (best lr)."""
+    if not sweep_rows:
+        return
+    lrs = sorted({r["learning_rate"] for r in sweep_rows})
+    ns = sorted({r["d_state"] for r in sweep_rows})
+    layers = sorted({r["n_layers"] for r in sweep_rows})
+    widths = sorted({r["d_model"] for r in sweep_rows})
+
+    def mean_over_seeds(key_fn):
+        groups: dict = {}
+        for r in sweep_rows:
+            key = key_fn(r)
+            if key is not None:
+                groups.setdefault(key, []).append(r["score"])
+        return {k: float(np.mean(v)) for k, v in groups.items()}
+
+    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.4),
+                             squeeze=False)
+    for ax, n_layers in zip(axes[0], layers, strict=False):
+        values = mean_over_seeds(lambda r, nl=n_layers: (r["learning_rate"], r["d_state"])
+                                 if r["n_layers"] == nl else None)
+        _heatmap(ax, values, lrs, ns, "learning rate", "state size N", f"{n_layers} layers")
+    best: dict = {}
+    for (_, _, nl, w), v in mean_over_seeds(
+            lambda r: (r["learning_rate"], r["d_state"], r["n_layers"], r["d_model"])).items():
+        best[(w, nl)] = max(best.get((w, nl), -np.inf), v)
+    _heatmap(axes[0][-1], best, widths, layers, "width H", "layers", "best over lr and N")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results_root: str, out_dir: str, protocol: str = "sweep",
+                 dt_params: int | None = None) -> str:
+    """<out_dir>/sweep.md and sweep_heatmaps.png; returns the markdown."""
+    os.makedirs(out_dir, exist_ok=True)
+    sweep_rows = rows(results_root, protocol)
+    plot_heatmaps(sweep_rows, os.path.join(out_dir, "sweep_heatmaps.png"))
+    text = f"# S4DM sweep ({protocol})\n\n" + table(sweep_rows, dt_params) + "\n"
+    with open(os.path.join(out_dir, "sweep.md"), "w") as fh:
+        fh.write(text)
+    return text

@@ -42,7 +42,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     two, one = _losses(tmp_path / "two"), _losses(tmp_path / "one")
     assert [s for s, _ in two] == [1, 2, 3, 4]

@@ -142,6 +142,19 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str) -> Resto
     return Restored(state, 0, 0.0, [])
 
 
+def load_params(workdir: str):
+    """The trained parameters of <workdir>'s newest checkpoint (seed axis first), read back as
+    saved (no model needed); raises CheckpointError when there is none."""
+    steps = saved_steps(workdir)
+    if not steps:
+        raise CheckpointError(f"{workdir} has no checkpoint to load")
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir))
+    try:
+        return manager.restore(steps[-1], args=ocp.args.StandardRestore())["params"]
+    finally:
+        manager.close()
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, train_s: float) -> None:
     """Save `state` at `step` (async) with the cumulative train seconds in its metadata."""
     manager.save(step, args=ocp.args.StandardSave(state),

@@ -30,12 +30,10 @@ _MODULES = {
     "bc": bc.BCModule,
 }
 
-DEFAULTS = {
-    "s4dm": s4dm.DEFAULTS,
-    "dt": dt.DEFAULTS,
-    "mamba": mamba.DEFAULTS,
-    "bc": bc.DEFAULTS,
-}
+# Each model's module fields, plus the DecisionModel's compute dtype (mixed precision).
+DEFAULTS = {name: {**module_defaults, "compute_dtype": "float32"} for name, module_defaults in (
+    ("s4dm", s4dm.DEFAULTS), ("dt", dt.DEFAULTS), ("mamba", mamba.DEFAULTS),
+    ("bc", bc.DEFAULTS))}
 
 
 def make_model(name: str, obs_dim: int, act_dim: int, *, discrete: bool = False,
@@ -63,10 +61,12 @@ def make_model(name: str, obs_dim: int, act_dim: int, *, discrete: bool = False,
             config[key] = value
     if "hidden_dims" in config:
         config["hidden_dims"] = tuple(int(w) for w in config["hidden_dims"])
+    fields = {k: v for k, v in config.items() if k != "compute_dtype"}
     module = _MODULES[name](obs_dim=int(obs_dim), act_dim=int(act_dim), discrete=bool(discrete),
-                            **module_kwargs(_MODULES[name], config))
+                            **module_kwargs(_MODULES[name], fields))
     return DecisionModel(name, module, obs_dim=obs_dim, act_dim=act_dim, discrete=discrete,
-                         context_len=config["context_len"], config=config)
+                         context_len=config["context_len"], config=config,
+                         compute_dtype=config["compute_dtype"])
 
 
 __all__ = ["DEFAULTS", "DecisionModel", "action_loss", "make_model", "param_count",

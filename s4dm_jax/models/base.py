@@ -23,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from s4dm_jax.nn import SSM_PARAM_NAMES
 from s4dm_jax.nn.s4 import STEP_COLLECTION
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class DecisionModel:
@@ -36,10 +39,20 @@ class DecisionModel:
       context_len: training window K.
       config: the model's full hyperparameters (DEFAULTS updated with the given kwargs).
       module: the flax.linen Module.
+      compute_dtype: "float32", or "bfloat16" for mixed precision (accelerators): `apply` and
+        `step` run the network on bfloat16 copies of the float32 parameters and inputs, except
+        the S4 SSM parameters (Lambda, P, B, log dt), and the S4 kernel and convolution, the
+        Mamba selective scan and the attention softmax, which run in float32; outputs and
+        gradients are float32 (the parameters stay float32).
     """
 
     def __init__(self, name: str, module: nn.Module, *, obs_dim: int, act_dim: int,
-                 discrete: bool, context_len: int, config: Mapping[str, Any]):
+                 discrete: bool, context_len: int, config: Mapping[str, Any],
+                 compute_dtype: str = "float32"):
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                             f"{compute_dtype!r}")
+        self.compute_dtype = jnp.dtype(compute_dtype)
         self.name = name
         self.module = module
         self.obs_dim = int(obs_dim)
@@ -89,7 +102,24 @@ class DecisionModel:
         if train and rng is None:
             raise ValueError("apply(..., train=True) needs rng (the dropout key)")
         rngs = {"dropout": rng} if rng is not None else {}
-        return self.module.apply(params, dict(batch), train=train, rngs=rngs)
+        preds = self.module.apply(self._compute(params), self._compute(dict(batch)),
+                                  train=train, rngs=rngs)
+        return preds.astype(jnp.float32)
+
+    def _compute(self, tree):
+        """`tree` in the compute dtype: floating leaves cast, except the S4 SSM parameters
+        (and non-float leaves: integers, the complex step readouts). Identity in float32."""
+        if self.compute_dtype == jnp.float32:
+            return tree
+
+        def cast(path, x):
+            if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+                return x
+            if path and getattr(path[-1], "key", None) in SSM_PARAM_NAMES:
+                return x
+            return x.astype(self.compute_dtype)
+
+        return jax.tree_util.tree_map_with_path(cast, tree)
 
     def loss(self, params: dict, batch: Mapping[str, jax.Array], rng: jax.Array,
              train: bool = True, per_window: bool = False) -> tuple[jax.Array, dict]:
@@ -128,7 +158,10 @@ class DecisionModel:
           f32 [B,act] (discrete: int32 [B]), zeros at t=0; t int32 [B] (the episode timestep).
         Returns: (carry, a_t f32 [B,act] in [-1,1] | logits f32 [B,n_actions]).
         """
-        return self.module.apply(params, carry, rtg_t, s_t, a_prev, t, method="step")
+        carry, out = self.module.apply(self._compute(params), carry, self._compute(rtg_t),
+                                       self._compute(s_t), self._compute(a_prev), t,
+                                       method="step")
+        return carry, out.astype(jnp.float32)
 
 
 def hyperparameter_defaults(module_cls) -> dict:

@@ -50,6 +50,11 @@ def causal_depthwise_conv(x, kernel, bias):
     return sum(pad[:, j:j + length] * kernel[j] for j in range(width)) + bias
 
 
+def _f32(*xs):
+    """Each array in (at least) float32."""
+    return tuple(x.astype(jnp.promote_types(x.dtype, jnp.float32)) for x in xs)
+
+
 def mamba_init_state(batch_size: int, d_model: int, d_state: int = 16, d_conv: int = 4,
                      expand: int = 2, dtype=jnp.float32) -> dict:
     """Zero recurrent state {"conv": [B, d_conv-1, E], "h": [B, E, N]} with E = expand*d_model."""
@@ -128,8 +133,9 @@ class MambaBlock(nn.Module):
             u = u * mask[..., None]
         delta, b, c = self._ssm_inputs(u)
         a = -jnp.exp(self.A_log)
-        y = selective.selective_scan(u, delta, a, b, c, self.D, method=self.scan_method)
-        return self.out_proj(y * nn.silu(z))
+        # the scan runs in (at least) float32, also under mixed precision
+        y = selective.selective_scan(*_f32(u, delta, a, b, c, self.D), method=self.scan_method)
+        return self.out_proj(y.astype(u.dtype) * nn.silu(z))
 
     def init_state(self, batch_size: int, dtype=jnp.float32):
         """Recurrent state {"conv": [B, d_conv-1, E], "h": [B, E, N]} of zeros."""
@@ -145,8 +151,8 @@ class MambaBlock(nn.Module):
         u = nn.silu(conv)
         delta, b, c = self._ssm_inputs(u)
         a = -jnp.exp(self.A_log)
-        h, y = selective.selective_step(state["h"], u, delta, a, b, c, self.D)
-        return {"conv": window[:, 1:], "h": h}, self.out_proj(y * nn.silu(z))
+        h, y = selective.selective_step(state["h"], *_f32(u, delta, a, b, c, self.D))
+        return {"conv": window[:, 1:], "h": h}, self.out_proj(y.astype(u.dtype) * nn.silu(z))
 
 
 class MambaResidualBlock(nn.Module):

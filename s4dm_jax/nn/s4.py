@@ -185,13 +185,17 @@ class S4Layer(nn.Module):
         def per_channel(x):
             return jnp.repeat(x, rep, axis=0)
 
-        lam = jax.lax.complex(jnp.minimum(self.Lambda_re, MAX_RE_LAMBDA), self.Lambda_im)
-        b = jax.lax.complex(self.B_re, self.B_im)
-        p = jax.lax.complex(self.P_re, self.P_im) if self.ssm.mode == "dplr" else None
-        c = jax.lax.complex(self.C_re, self.C_im)
+        def f32(x):  # the SSM is computed in (at least) float32, also under mixed precision
+            return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+        lam = jax.lax.complex(jnp.minimum(f32(self.Lambda_re), MAX_RE_LAMBDA), f32(self.Lambda_im))
+        b = jax.lax.complex(f32(self.B_re), f32(self.B_im))
+        p = (jax.lax.complex(f32(self.P_re), f32(self.P_im)) if self.ssm.mode == "dplr"
+             else None)
+        c = jax.lax.complex(f32(self.C_re), f32(self.C_im))
         lam, b = per_channel(lam), per_channel(b)
         p = per_channel(p) if p is not None else None
-        return lam, p, b, c, jnp.exp(self.log_dt)
+        return lam, p, b, c, jnp.exp(f32(self.log_dt))
 
     def kernel(self, length: int) -> jax.Array:
         """Convolution kernel K [length, H] (real): K[l, h] = C2_h Ab_h^l Bb2_h (completed
@@ -210,9 +214,12 @@ class S4Layer(nn.Module):
         return k.T  # [L, H]
 
     def __call__(self, u: jax.Array) -> jax.Array:
-        """Convolution path: u [B, L, H] -> y [B, L, H], y = K * u + D u (causal)."""
-        k = self.kernel(u.shape[1]).astype(u.dtype)
-        return jax.vmap(conv.causal_conv, in_axes=(0, None, None))(u, k, self.D)
+        """Convolution path: u [B, L, H] -> y [B, L, H], y = K * u + D u (causal); computed in
+        (at least) float32 and returned in u's dtype."""
+        k = self.kernel(u.shape[1])
+        y = jax.vmap(conv.causal_conv, in_axes=(0, None, None))(u.astype(k.dtype), k,
+                                                                 self.D.astype(k.dtype))
+        return y.astype(u.dtype)
 
     # ------------------------------------------------------------------ recurrent path
     def setup_step(self) -> None:
@@ -238,6 +245,7 @@ class S4Layer(nn.Module):
                 f"mutable=['{STEP_COLLECTION}']) and pass its result to step")
         lam, p, b, _, dt = self._channel_params()
         c = self.get_variable(STEP_COLLECTION, "C")
+        out_dtype, u_t = u_t.dtype, u_t.astype(dt.dtype)
         if self.ssm.mode == "dplr":
             channels = jax.vmap(recurrence.dplr_step)
             state, y = jax.vmap(channels, in_axes=(None,) * 6 + (0, 0))(
@@ -253,7 +261,7 @@ class S4Layer(nn.Module):
             channels = jax.vmap(one)
             state, y = jax.vmap(channels, in_axes=(None, None, None, 0, 0))(
                 ab, bb, c, state, u_t)
-        return state, y.astype(u_t.dtype) + self.D * u_t
+        return state, (y.astype(u_t.dtype) + self.D.astype(u_t.dtype) * u_t).astype(out_dtype)
 
 
 class S4Block(nn.Module):

@@ -63,7 +63,7 @@ class CausalSelfAttention(nn.Module):
         if key_mask is not None:
             allowed = allowed & (key_mask[:, None, None, :] > 0)
         logits = jnp.where(allowed, logits, jnp.asarray(_NEG, logits.dtype))
-        weights = nn.softmax(logits, axis=-1)
+        weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
         weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, h)
         out = nn.Dense(h, kernel_init=init, name="proj")(out)

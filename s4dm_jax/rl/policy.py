@@ -29,7 +29,8 @@ def _dist_fn(act_dim: int, hidden: tuple[int, ...]):
 
 
 class Policy:
-    """A tanh-Gaussian actor usable from numpy: ``act(obs [obs], rng) -> action [act]``.
+    """A tanh-Gaussian actor usable from numpy: ``act(obs [obs], rng) -> action [act]`` and
+    ``act_batch(obs [B, obs], rng) -> actions [B, act]``.
 
     ``rng`` None (or deterministic=True) gives tanh(mean); otherwise a sample
     tanh(mean + std * eps) with eps drawn from the numpy Generator (reproducible by seed).
@@ -47,14 +48,24 @@ class Policy:
         mean, log_std = self._dist(self.params, jnp.asarray(obs, jnp.float32))
         return np.asarray(mean), np.asarray(log_std)
 
+    def act_batch(self, obs: np.ndarray, rng: np.random.Generator | None = None,
+                  deterministic: bool = False) -> np.ndarray:
+        """Observations [B, obs] -> actions [B, act] in (-1, 1) (float32), one jitted call.
+
+        The noise is ``rng.standard_normal((B, act))``: row b uses the draws the b-th of B
+        successive ``act`` calls would; a batch of one equals ``act`` bit for bit (other batch
+        sizes may differ from it in the last bits, as XLA picks another matmul kernel).
+        """
+        mean, log_std = self.dist(np.asarray(obs, np.float32))
+        if deterministic or rng is None:
+            return np.tanh(mean)
+        eps = rng.standard_normal(mean.shape).astype(np.float32)
+        return np.tanh(mean + np.exp(log_std) * eps)
+
     def act(self, obs: np.ndarray, rng: np.random.Generator | None = None,
             deterministic: bool = False) -> np.ndarray:
         """Single observation [obs] -> action [act] in (-1, 1) (float32)."""
-        mean, log_std = self.dist(np.asarray(obs, np.float32)[None])
-        if deterministic or rng is None:
-            return np.tanh(mean[0])
-        eps = rng.standard_normal(self.act_dim).astype(np.float32)
-        return np.tanh(mean[0] + np.exp(log_std[0]) * eps)
+        return self.act_batch(np.asarray(obs, np.float32)[None], rng, deterministic)[0]
 
     # ------------------------------------------------------------------ io
     def save(self, directory: str | os.PathLike) -> Path:

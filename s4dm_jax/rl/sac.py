@@ -3,7 +3,9 @@ critics, automatic entropy temperature. Pure functions over a ``SACState`` pytre
 
 A batch is a dict of arrays: "obs" f32 [B, obs], "act" f32 [B, act] in [-1, 1], "rew" f32 [B],
 "next_obs" f32 [B, obs], "done" f32 [B] (1.0 only on true terminations, not on time limits).
-``update_many`` runs several updates inside one ``lax.scan`` over stacked batches [n, B, ...].
+``update_many`` runs several updates inside one ``lax.scan`` over stacked batches [n, B, ...];
+``insert_and_train`` appends freshly collected rows to a ``DeviceReplay`` and runs n updates on
+batches sampled inside the same jitted ``lax.scan`` (no host round trip per update).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from s4dm_jax.rl.buffer import DeviceReplay, replay_insert, replay_sample
 from s4dm_jax.rl.networks import Actor, DoubleCritic, tanh_gaussian_sample
 
 
@@ -63,6 +66,8 @@ class SAC:
         )
         self.update = jax.jit(self._update)
         self.update_many = jax.jit(self._update_many)
+        self.insert_and_train = jax.jit(self._insert_and_train, static_argnums=4,
+                                        donate_argnums=1)
         self.sample_action = jax.jit(self._sample_action)
         self.mean_action = jax.jit(self._mean_action)
 
@@ -166,6 +171,33 @@ class SAC:
         """n updates in one lax.scan; batches: dict of [n, B, ...]. Returns mean metrics."""
         state, infos = jax.lax.scan(self._update, state, batches)
         return state, jax.tree_util.tree_map(jnp.mean, infos)
+
+    def _replay_update(self, state: SACState, replay: DeviceReplay, size: jax.Array
+                       ) -> tuple[SACState, dict]:
+        """One update on a batch drawn from the first ``size`` rows of ``replay``.
+
+        The batch indices use a key split off ``state.key`` before the update's own split, so a
+        run stays reproducible from the seed of ``init``.
+        """
+        key, k_batch = jax.random.split(state.key)
+        batch = replay_sample(replay, size, k_batch, self.config.batch_size)
+        return self._update(state._replace(key=key), batch)
+
+    def _insert_and_train(self, state: SACState, replay: DeviceReplay, start: jax.Array,
+                          rows: dict, n_updates: int) -> tuple[SACState, DeviceReplay, dict]:
+        """Write ``rows`` (DeviceReplay field names -> [m, ...]) at row ``start`` of ``replay``,
+        then run ``n_updates`` (static) updates sampling from the first start + m rows.
+
+        Returns (state, replay, metrics averaged over the updates; empty when n_updates = 0).
+        ``replay`` is donated: pass the returned one to the next call.
+        """
+        replay = replay_insert(replay, start, rows)
+        if n_updates == 0:
+            return state, replay, {}
+        size = start + rows["rew"].shape[0]
+        state, infos = jax.lax.scan(lambda st, _: self._replay_update(st, replay, size), state,
+                                    None, length=n_updates)
+        return state, replay, jax.tree_util.tree_map(jnp.mean, infos)
 
 
 def polyak_update(target, online, tau: float):

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from s4dm_jax.configs import base
+from s4dm_jax.configs import base, presets
 from s4dm_jax.models import DEFAULTS
 
 MODELS = ("s4dm", "dt", "mamba", "bc")
@@ -58,6 +58,20 @@ def test_fixture_covers_every_model_and_preset():
         assert set(json.load(fh)) == {f"{m}:{p}" for m in MODELS for p in PRESETS}
 
 
-if __name__ == "__main__":  # regenerate: python tests/configs/test_configs_presets.py
+def test_embedded_preset_fields_exist_and_only_apply_to_embedded():
+    config = importlib.import_module("s4dm_jax.configs.dt").get_config("embedded")
+    with pytest.raises(KeyError, match="not_a_field"):
+        presets.set_fields(config, {"optim.not_a_field": 1.0})
+    full = importlib.import_module("s4dm_jax.configs.dt").get_config("hopper-medium")
+    assert presets.apply_embedded(full.copy_and_resolve_references()).to_dict() == full.to_dict()
+    for dotted, value in presets.EMBEDDED.items():
+        node = config
+        for name in dotted.split("."):
+            node = node[name]
+        assert node == value, dotted
+
+
+if __name__ == "__main__":  # only when a preset changes on purpose:
+    # python tests/configs/test_configs_presets.py rewrites the fixture
     with open(FIXTURE, "w") as fh:
         json.dump(all_resolved(), fh, indent=1, sort_keys=True)

@@ -621,17 +621,17 @@ def run_command(a: argparse.Namespace, command: str) -> dict | Path:
 
 
 def main(argv: list[str] | None = None) -> dict | Path:
-    """`python -m s4dm_jax.data.collect [train-policy] ...`: the older spelling of `s4dm-jax
-    collect ...` (`s4dm-jax train-policy ...` when the first word is train-policy), parsed by
-    the same options. Returns the dataset summary (or the policy's run dir); raises one of
-    INPUT_ERRORS for bad input."""
+    """`python -m s4dm_jax.data.collect [collect|train-policy] ...`: the older spelling of
+    `s4dm-jax collect ...` (`s4dm-jax train-policy ...` when the first word is train-policy),
+    parsed by the same parser; without a command word, `collect` is meant. Returns the dataset
+    summary (or the policy's run dir); raises one of INPUT_ERRORS for bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m s4dm_jax.data.collect " + shlex.join(argv)
     parser = ArgumentParser(prog="python -m s4dm_jax.data.collect",
-                            description=f"{COLLECT_HELP} The first word `train-policy` runs "
-                                        "`s4dm-jax train-policy` instead.")
+                            description="The older spelling of `s4dm-jax collect` / `s4dm-jax "
+                                        "train-policy`; without a command, collect is meant.")
     add_commands(parser.add_subparsers(dest="command", required=True))
-    words = argv if argv[:1] in (["train-policy"], ["-h"], ["--help"]) else ["collect", *argv]
+    words = argv if argv[:1] and argv[0] in (*COMMANDS, "-h", "--help") else ["collect", *argv]
     return run_command(parser.parse_args(words), command)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 
+from s4dm_jax.data import dataset
 from s4dm_jax.data.d4rl import load_d4rl
-from s4dm_jax.data.dataset import EMBEDDED_DATASET_ID, EMBEDDED_DATASETS_ROOT, TrajectoryDataset
+from s4dm_jax.data.dataset import TrajectoryDataset
 from s4dm_jax.data.errors import DatasetError
 from s4dm_jax.data.minari_io import load_minari, load_minari_dir
 
@@ -32,8 +33,9 @@ def load_dataset(spec: str, *, download: bool = False, env_id: str | None = None
         raise DatasetError(f"dataset spec {spec!r} must be 'embedded', a .hdf5 path or a Minari id")
     text = os.fspath(spec).strip()
     if text == "embedded":
-        return load_minari(EMBEDDED_DATASET_ID, root=EMBEDDED_DATASETS_ROOT, embedded=True,
-                           **refs)
+        # read from dataset.py at call time: the one place that says where the embedded data is
+        return load_minari(dataset.EMBEDDED_DATASET_ID, root=dataset.EMBEDDED_DATASETS_ROOT,
+                           embedded=True, **refs)
     if text.lower().endswith((".hdf5", ".h5")):
         return load_d4rl(text, **refs)
     if os.path.isdir(os.path.expanduser(text)):

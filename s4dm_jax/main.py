@@ -22,6 +22,7 @@ scripts in the repository's experiments/ folder, not installed commands.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 
@@ -41,9 +42,12 @@ from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and
 # configs/ is installed as s4dm_jax.configs, so the default works from any install.
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(_configs.__file__), "s4dm.py")
 
+# No default here: ml_collections would load a default config file (with the command line's
+# --config.* overrides) when this module is imported, where a bad override is a traceback. `run`
+# names the default file on the command line instead, so it is loaded by the flag parser.
 config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Experiment config file (optionally `file.py:preset`).",
-    lock_config=True,
+    "config", None, "Experiment config file (optionally `file.py:preset`); default: "
+    "configs/s4dm.py (the embedded preset).", lock_config=True,
 )
 flags.DEFINE_string("workdir", "runs/s4dm-embedded",
                     "Directory for checkpoints, TensorBoard logs and results (resumes if present).")
@@ -110,7 +114,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing that reports a bad flag or `--config` override (unknown field, wrong
     type, missing config file or preset) in one paragraph, without a traceback, and exits 1."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        FLAGS.config.get("preset")  # a config file's load error is raised on first access
+        return rest
     except Exception as e:  # flags.Error, or ml_collections' AttributeError/OSError/ValueError
         print(f"error: {flag_error_message(e)} Pass --helpfull to list the flags; "
               "configs/base.py and the model files list every config field.", file=sys.stderr)
@@ -169,18 +175,27 @@ def run(argv: list[str] | None = None):
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command in ABSL_COMMANDS:
-        if any(word in ("-h", "--help", "--helpshort") for word in rest):
+        if any(word in ("-h", "--help", "--helpshort", "--helpfull") for word in rest):
             print(absl_command_help(args.command))
-            sys.exit(0)
-        extra = ["--evaluate_only"] if args.command == "evaluate" else []
-        app.run(lambda flag_argv: sys.exit(main(flag_argv)),
-                argv=[f"s4dm-jax {args.command}", *rest, *extra], flags_parser=parse_flags)
+            if "--helpfull" in rest:
+                print(f"\nEvery flag:\n{FLAGS.get_help()}")
+            sys.exit(0)  # absl's own help flags exit with status 1
+        flag_argv = [f"s4dm-jax {args.command}", *rest]
+        if not any(re.match(r"--?config(=|$)", word) for word in rest):
+            flag_argv.insert(1, f"--config={_DEFAULT_CONFIG}")
+        if args.command == "evaluate":
+            flag_argv.append("--evaluate_only")
+        # ml_collections reads the --config.* overrides from sys.argv when it parses --config
+        sys.argv = flag_argv
+        app.run(lambda rest_argv: sys.exit(main(rest_argv)), argv=flag_argv,
+                flags_parser=parse_flags)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         collect.run_command(args, "s4dm-jax " + shlex.join(argv))
     except collect.INPUT_ERRORS as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(0)
 
 

@@ -9,16 +9,18 @@ import subprocess
 import sys
 
 import s4dm_jax
+from s4dm_jax import configs
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(s4dm_jax.__file__))
 
 
 def package_modules() -> dict[str, str]:
     """{module name: file path} of every module of s4dm_jax (configs included)."""
-    modules = {"s4dm_jax": s4dm_jax.__file__}
-    for info in pkgutil.walk_packages(s4dm_jax.__path__, "s4dm_jax."):
-        spec = info.module_finder.find_spec(info.name, None)
-        modules[info.name] = spec.origin
+    modules = {"s4dm_jax": s4dm_jax.__file__, "s4dm_jax.configs": configs.__file__}
+    # configs/ is installed as s4dm_jax.configs from outside the package folder: walk it too
+    for path, prefix in ((s4dm_jax.__path__, "s4dm_jax."), (configs.__path__, "s4dm_jax.configs.")):
+        for info in pkgutil.walk_packages(path, prefix):
+            modules[info.name] = info.module_finder.find_spec(info.name, None).origin
     return modules
 
 

@@ -3,7 +3,8 @@
 Every field can be overridden on the command line, e.g. `--config.batch_size=128`.
 The per-model files (s4dm.py, dt.py, mamba.py, bc.py) call `get_base_config(preset)` and fill in
 `config.model` and the optimiser; `preset` is "<env>-<dataset>" (e.g. "hopper-medium") or
-"embedded" (the small dataset shipped in the package; the default).
+"embedded" (the small dataset shipped in the package; the default), whose CPU-sized settings
+are defined once in presets.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 import ml_collections
 
-from s4dm_jax.configs import base
+from s4dm_jax.configs import base, presets
 from s4dm_jax.models import DEFAULTS
 
 
@@ -16,10 +16,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 0
     c.optim.grad_clip = 1.0
     c.batch_size = 256
-    if c.preset == "embedded":
-        c.num_steps = 1500
-        c.steps_per_call = 100
-        c.log_every = 100
-        c.checkpoint_every = 500
-        c.eval.episodes = 5
-    return c
+    # no warm-up (CORL's BC) and 100-step chunks (a BC step is cheap) under "embedded" too
+    return presets.apply_embedded(c, {"optim.warmup_steps": 0, "steps_per_call": 100})

@@ -4,7 +4,7 @@ kzl/decision-transformer; `--config.model.activation=gelu` for CORL's GELU).
 
 import ml_collections
 
-from s4dm_jax.configs import base
+from s4dm_jax.configs import base, presets
 from s4dm_jax.models import DEFAULTS
 
 
@@ -16,12 +16,4 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 10_000
     c.optim.grad_clip = 0.25
     c.batch_size = 64
-    if c.preset == "embedded":
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 200
-        c.num_steps = 1500
-        c.steps_per_call = 50
-        c.log_every = 100
-        c.checkpoint_every = 500
-        c.eval.episodes = 5
-    return c
+    return presets.apply_embedded(c)

@@ -6,7 +6,7 @@ step) needs whole-episode training: `--config.episode_start_windows=True
 
 import ml_collections
 
-from s4dm_jax.configs import base
+from s4dm_jax.configs import base, presets
 from s4dm_jax.models import DEFAULTS
 
 
@@ -16,13 +16,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.optim.learning_rate = 4e-4
     c.optim.warmup_steps = 10_000
     c.batch_size = 64
-    if c.preset == "embedded":
-        c.model.update(d_model=64, n_layers=2, dropout=0.0)
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 200
-        c.num_steps = 1500
-        c.steps_per_call = 50
-        c.log_every = 100
-        c.checkpoint_every = 500
-        c.eval.episodes = 5
-    return c
+    return presets.apply_embedded(c, {"model.d_model": 64, "model.n_layers": 2,
+                                      "model.dropout": 0.0})

@@ -3,7 +3,7 @@ a few minutes on a CPU) or "<env>-<dataset>" (e.g. "hopper-medium")."""
 
 import ml_collections
 
-from s4dm_jax.configs import base
+from s4dm_jax.configs import base, presets
 from s4dm_jax.models import DEFAULTS
 
 
@@ -18,14 +18,6 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.episode_start_windows = True
     c.model.context_len = 1000
     c.batch_size = 16
-    if c.preset == "embedded":
-        c.model.update(d_model=32, n_layers=4, dropout=0.0)
-        c.model.ssm.d_state = 64
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 200
-        c.num_steps = 1000
-        c.steps_per_call = 50
-        c.log_every = 100
-        c.checkpoint_every = 500
-        c.eval.episodes = 5
-    return c
+    return presets.apply_embedded(c, {"model.d_model": 32, "model.n_layers": 4,
+                                      "model.dropout": 0.0, "model.ssm.d_state": 64,
+                                      "num_steps": 1000})

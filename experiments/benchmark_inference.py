@@ -23,12 +23,12 @@ sees, dispatch overhead included.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+from _bench import run_and_report
 
 from s4dm_jax.models import make_model
 
@@ -175,17 +175,8 @@ def main(argv=None):
                    help="single-step calls timed in the Python loop (0: skip that column)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = p.parse_args(argv)
-    print(f"backend: {jax.default_backend()} ({jax.devices()[0]}), jax {jax.__version__}; "
-          f"hopper shapes obs={OBS_DIM} act={ACT_DIM}, repeats={args.repeats}", flush=True)
-    rows = run(args)
-    print()
-    print(markdown(rows))
-    if args.json:
-        meta = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-                "jax": jax.__version__, "args": vars(args)}
-        with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "rows": rows}, fh, indent=2)
-        print(f"\nwrote {args.json}")
+    run_and_report(args, run, markdown,
+                   f"hopper shapes obs={OBS_DIM} act={ACT_DIM}, repeats={args.repeats}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ uses it directly, and the scan path needs C, computed once per set of parameters
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -31,6 +30,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _bench import run_and_report
 
 from s4dm_jax.nn.s4 import ssm_init_arrays
 from s4dm_jax.ssm import conv, discretize, kernels, recurrence
@@ -193,18 +193,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = p.parse_args(argv)
-    print(f"backend: {jax.default_backend()} ({jax.devices()[0]}), jax {jax.__version__}; "
-          f"H={args.H}, N={args.N}, batch={args.batch}, repeats={args.repeats}, "
-          f"diag discretization={args.discretization}", flush=True)
-    rows = run(args)
-    print()
-    print(markdown(rows))
-    if args.json:
-        meta = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-                "jax": jax.__version__, "args": vars(args)}
-        with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "rows": rows}, fh, indent=2)
-        print(f"\nwrote {args.json}")
+    run_and_report(args, run, markdown,
+                   f"H={args.H}, N={args.N}, batch={args.batch}, repeats={args.repeats}, "
+                   f"diag discretization={args.discretization}")
 
 
 if __name__ == "__main__":

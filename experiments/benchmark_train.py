@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+from _bench import run_and_report
 
 from s4dm_jax.train import trainer
 
@@ -136,18 +136,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="timed chunks per configuration")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = p.parse_args(argv)
-    print(f"backend: {jax.default_backend()} ({jax.devices()[0]}), jax {jax.__version__}; "
-          f"preset {args.preset} on the embedded dataset; {args.steps} steps x {args.rounds} "
-          "rounds", flush=True)
-    rows = run(args)
-    print()
-    print(markdown(rows))
-    if args.json:
-        meta = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-                "jax": jax.__version__, "args": vars(args)}
-        with open(args.json, "w") as fh:
-            json.dump({"meta": meta, "rows": rows}, fh, indent=2)
-        print(f"\nwrote {args.json}")
+    run_and_report(args, run, markdown,
+                   f"preset {args.preset} on the embedded dataset; {args.steps} steps x "
+                   f"{args.rounds} rounds")
 
 
 if __name__ == "__main__":

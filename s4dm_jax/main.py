@@ -1,28 +1,53 @@
-"""Command-line entry point (Flax-examples style).
+"""The `s4dm-jax` command line: one entry point, one subcommand per job.
 
-    python -m s4dm_jax.main --config=configs/s4dm.py:hopper-medium --workdir=runs/s4dm-hopper
-    python -m s4dm_jax.main          # S4DM on the embedded dataset, a few minutes on a CPU
-    python -m s4dm_jax.main --workdir=runs/x --evaluate_only   # evaluate a checkpoint as it is
+    s4dm-jax train --config=configs/s4dm.py:hopper-medium --workdir=runs/s4dm-hopper
+    s4dm-jax evaluate --config=configs/s4dm.py:hopper-medium --workdir=runs/s4dm-hopper
+    s4dm-jax collect --env hopper --dataset medium --steps 200000 --seed 0
+    s4dm-jax train-policy --env hopper --train-steps 1000000 --out runs/expert
 
-`--config.a.b=value` overrides any config field. Installed as the `s4dm-jax` console script.
+`python -m s4dm_jax.main ...` is the same program. Without a subcommand `train` is meant, so
+`python -m s4dm_jax.main --config=...` works as before, and `python -m s4dm_jax.data.collect
+[train-policy] ...` is the older spelling of `collect` / `train-policy`. `evaluate` is `train
+--evaluate_only`: it evaluates the workdir's latest checkpoint as it is.
+
+One style: argparse chooses the subcommand and parses the options of `collect` and
+`train-policy`; `train` and `evaluate` hand their options to absl, because ml_collections'
+config flags (`--config=file.py:preset`, `--config.a.b=value` for any config field, the
+Flax-examples convention) exist only as absl flags. Every command reports bad input as one
+line `error: ...` on stderr with exit status 1, without a traceback; `COMMAND --help` lists a
+command's options. The experiment launchers (benchmark grid, sweeps, ablations, report) are
+scripts in the repository's experiments/ folder, not installed commands.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from s4dm_jax import configs as _configs
+from s4dm_jax.argparsing import ArgumentParser
+from s4dm_jax.data import DatasetError, collect
+from s4dm_jax.evaluate.report import markdown_summary
+from s4dm_jax.evaluate.rollout import EvaluationError
+from s4dm_jax.train.checkpoint import CheckpointError
+from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
+from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
 
 # configs/ is installed as s4dm_jax.configs, so the default works from any install.
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(_configs.__file__), "s4dm.py")
 
+# No default here: ml_collections would load a default config file (with the command line's
+# --config.* overrides) when this module is imported, where a bad override is a traceback. `run`
+# names the default file on the command line instead, so it is loaded by the flag parser.
 config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Experiment config file (optionally `file.py:preset`).",
-    lock_config=True,
+    "config", None, "Experiment config file (optionally `file.py:preset`); default: "
+    "configs/s4dm.py (the embedded preset).", lock_config=True,
 )
 flags.DEFINE_string("workdir", "runs/s4dm-embedded",
                     "Directory for checkpoints, TensorBoard logs and results (resumes if present).")
@@ -42,42 +67,38 @@ flags.DEFINE_string("compilation_cache_dir", None,
 flags.DEFINE_bool("evaluate_only", False,
                   "Do not train: evaluate the workdir's latest checkpoint as it is, labelled with "
                   "its real step (re-evaluates a finished run, whose stored results are otherwise "
-                  "reported unchanged).")
+                  "reported unchanged). `s4dm-jax evaluate` sets it.")
 FLAGS = flags.FLAGS
+
+TRAIN_HELP = ("Train a model from a config and evaluate it (resumes the workdir). Options are "
+              "absl flags: `s4dm-jax train --help` lists them.")
+EVALUATE_HELP = ("Evaluate the workdir's latest checkpoint as it is, without training "
+                 "(`train --evaluate_only`); same options as train.")
+# Commands whose options absl parses (the rest of the command line goes to it unchanged).
+ABSL_COMMANDS = ("train", "evaluate")
 
 
 def main(argv):
+    """`s4dm-jax train` after its flags are parsed: train and evaluate, print the summary."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     if FLAGS.distributed:
-        import jax
-
         # collectives between CPU processes (no effect on GPU/TPU); set before initialize,
-        # which must come before anything touches a device
+        # which must come before anything touches a device (importing jax does not)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes,
                                    process_id=FLAGS.process_id)
-    from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
-
     cache = FLAGS.compilation_cache_dir
     enable_compilation_cache(default_cache_dir() if cache is None else cache)
-    from s4dm_jax.data import DatasetError
-    from s4dm_jax.evaluate.rollout import EvaluationError
-    from s4dm_jax.train.checkpoint import CheckpointError
-    from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
-
-    config = FLAGS.config
     try:
-        results = train_and_evaluate(config, FLAGS.workdir, show_progress=FLAGS.progress,
+        results = train_and_evaluate(FLAGS.config, FLAGS.workdir, show_progress=FLAGS.progress,
                                      evaluate_only=FLAGS.evaluate_only)
     except (DatasetError, ConfigError, CheckpointError, EvaluationError,
             TrainingDivergedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from s4dm_jax.evaluate.report import markdown_summary
-
     workdir = os.path.abspath(FLAGS.workdir)
     print(markdown_summary(results))
     print(f"Outputs in {workdir}:")
@@ -93,7 +114,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing that reports a bad flag or `--config` override (unknown field, wrong
     type, missing config file or preset) in one paragraph, without a traceback, and exits 1."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
+        FLAGS.config.get("preset")  # a config file's load error is raised on first access
+        return rest
     except Exception as e:  # flags.Error, or ml_collections' AttributeError/OSError/ValueError
         print(f"error: {flag_error_message(e)} Pass --helpfull to list the flags; "
               "configs/base.py and the model files list every config field.", file=sys.stderr)
@@ -118,9 +141,62 @@ def flag_error_message(e: Exception) -> str:
     return text if text.endswith((".", "?")) else text + "."
 
 
-def run():
-    """Console-script entry point."""
-    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
+def absl_command_help(command: str) -> str:
+    """`s4dm-jax train|evaluate --help`: usage and this module's absl flags (absl's own --help
+    lists the flags of the running script, which the console script does not define)."""
+    module = next(name for name, defined in FLAGS.flags_by_module_dict().items()
+                  if any(flag.name == "workdir" for flag in defined))
+    what = TRAIN_HELP if command == "train" else EVALUATE_HELP
+    return (f"usage: s4dm-jax {command} [--config=FILE.py[:PRESET]] [--config.FIELD=VALUE ...] "
+            f"[--workdir=DIR] [flags]\n\n{what.split(' Options are')[0]} A config field not "
+            "named on the line keeps the config file's value (configs/base.py lists them all); "
+            f"--helpfull lists every flag.\n\n{FLAGS.module_help(module)}")
+
+
+def build_parser() -> ArgumentParser:
+    """The `s4dm-jax` parser: one subcommand per job (train/evaluate options go to absl)."""
+    parser = ArgumentParser(
+        prog="s4dm-jax",
+        description="S4DM and sequence-model baselines for offline RL. Without a command, "
+                    "`train` is meant (`s4dm-jax --config=...` as in earlier versions).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("train", help=TRAIN_HELP, add_help=False)
+    commands.add_parser("evaluate", help=EVALUATE_HELP, add_help=False)
+    collect.add_commands(commands)
+    return parser
+
+
+def run(argv: list[str] | None = None):
+    """Console-script entry point: `s4dm-jax [COMMAND] [options]`; exits with the command's
+    status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]  # no command: train, as `python -m s4dm_jax.main` always did
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command in ABSL_COMMANDS:
+        if any(word in ("-h", "--help", "--helpshort", "--helpfull") for word in rest):
+            print(absl_command_help(args.command))
+            if "--helpfull" in rest:
+                print(f"\nEvery flag:\n{FLAGS.get_help()}")
+            sys.exit(0)  # absl's own help flags exit with status 1
+        flag_argv = [f"s4dm-jax {args.command}", *rest]
+        if not any(re.match(r"--?config(=|$)", word) for word in rest):
+            flag_argv.insert(1, f"--config={_DEFAULT_CONFIG}")
+        if args.command == "evaluate":
+            flag_argv.append("--evaluate_only")
+        # ml_collections reads the --config.* overrides from sys.argv when it parses --config
+        sys.argv = flag_argv
+        app.run(lambda rest_argv: sys.exit(main(rest_argv)), argv=flag_argv,
+                flags_parser=parse_flags)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        collect.run_command(args, "s4dm-jax " + shlex.join(argv))
+    except collect.INPUT_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

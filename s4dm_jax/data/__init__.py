@@ -5,9 +5,9 @@ from s4dm_jax.data.dataset import (
     EMBEDDED_DATASET_ID,
     EMBEDDED_DATASETS_ROOT,
     TrajectoryDataset,
-    load_dataset,
 )
 from s4dm_jax.data.errors import DatasetError
+from s4dm_jax.data.loading import load_dataset
 from s4dm_jax.data.sampling import SequenceSampler, sample_batch
 
 __all__ = [

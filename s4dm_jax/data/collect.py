@@ -38,10 +38,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import minari
 import numpy as np
+from minari.data_collector import EpisodeBuffer
+from tqdm.auto import tqdm
 
+from s4dm_jax.argparsing import ArgumentParser
 from s4dm_jax.data.errors import DatasetError
 from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store_env
+from s4dm_jax.rl import Policy, ReplayBuffer, make_env, split_episodes, train_sac
 
 ENVS = {
     # short name: (gymnasium id, D4RL ref max score ("expert"), D4RL ref min score)
@@ -111,10 +117,6 @@ def rollout(env_id: str, policy, steps: int, seed: int, *, deterministic: bool =
     Returns episodes: observations f64 [T+1, obs], actions f32 [T, act], rewards f64 [T],
     terminations bool [T], truncations bool [T].
     """
-    from tqdm.auto import tqdm
-
-    from s4dm_jax.rl import make_env
-
     env = make_env(env_id)
     act_dim = env.action_space.shape[0]
     rng = np.random.default_rng(seed)
@@ -161,8 +163,6 @@ def _finish(cur: dict[str, list]) -> dict[str, np.ndarray]:
 
 def random_policy_return(env_id: str, episodes: int, seed: int) -> tuple[float, float]:
     """(mean, std) undiscounted return of the uniform random policy over ``episodes``."""
-    from s4dm_jax.rl import make_env
-
     env = make_env(env_id)
     rng = np.random.default_rng(seed)
     returns = []
@@ -180,8 +180,6 @@ def random_policy_return(env_id: str, episodes: int, seed: int) -> tuple[float, 
 
 def replay_episodes(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
     """Episodes of a saved SAC replay buffer (``replay.npz``), in collection order."""
-    from s4dm_jax.rl import ReplayBuffer, split_episodes
-
     eps = split_episodes(ReplayBuffer.load(path).arrays())
     for e in eps:
         e["observations"] = e["observations"].astype(np.float64)
@@ -201,10 +199,6 @@ def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
     (float32 like D4RL: half the file size of the env's float64 space; the stored
     observation_space is the env's Box with that dtype).
     """
-    import gymnasium as gym
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
     env = gym.make(env_id)
     space = env.observation_space
     obs_space = gym.spaces.Box(space.low.astype(obs_dtype), space.high.astype(obs_dtype),
@@ -317,10 +311,6 @@ def _policy_desc(path, meta: dict) -> dict:
 def load_policy(path, env: str, flag: str):
     """The saved policy at ``path`` (``flag`` names the CLI option), checked to exist, load,
     and fit the env's observation/action sizes (and id, when the policy records one)."""
-    import gymnasium as gym
-
-    from s4dm_jax.rl import Policy
-
     env_id = ENVS[env][0]
     path = Path(path)
     if not (path / "policy.json").is_file():
@@ -354,8 +344,6 @@ def train_policy(env: str, seed: int, out: str | os.PathLike, *, target_return: 
                  progress: bool = True) -> Path:
     """Run SAC and save ``out/policy`` (orbax actor + policy.json), ``out/replay.npz`` (every
     transition, for medium-replay) and ``out/train_log.json``. Returns ``out``."""
-    from s4dm_jax.rl import train_sac
-
     env_id = ENVS[env][0]
     out = Path(out).absolute()
     if (out / "policy").exists():
@@ -528,18 +516,26 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
 
 
 # --------------------------------------------------------------------------- CLI
-def _create_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m s4dm_jax.data.collect",
-        description="Create a D4RL-recipe Minari dataset s4dm/<env>/<name>-v<version>. "
-                    "(Train a behaviour policy alone with: python -m s4dm_jax.data.collect "
-                    "train-policy --help)")
+# `s4dm-jax collect` and `s4dm-jax train-policy` (s4dm_jax.main) register these two commands;
+# `python -m s4dm_jax.data.collect [train-policy] ...` is the older spelling of the same.
+COMMANDS = ("collect", "train-policy")
+# Errors of bad input the commands report in one line (no traceback).
+INPUT_ERRORS = (CollectError, DatasetExistsError, FileExistsError, DatasetError)
+
+
+def _add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, choices=sorted(ENVS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_collect_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `collect` (create one dataset)."""
+    _add_common_arguments(p)
     p.add_argument("--dataset", required=True, choices=KINDS, help="dataset kind (recipe)")
     p.add_argument("--steps", type=int, default=100_000,
                    help="transitions to collect (medium-expert: half each; medium-replay: "
                         "ignored, the whole replay buffer is used). D4RL used 1000000.")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", default=None,
                    help="saved policy dir (medium / expert / medium part of medium-expert); "
                         "medium without it trains SAC into --run-dir (or reuses that run)")
@@ -560,18 +556,11 @@ def _create_parser() -> argparse.ArgumentParser:
                    help="stored observation dtype (float32 as D4RL; float64 = env's own)")
     p.add_argument("--sac-max-steps", type=int, default=1_000_000)
     p.add_argument("--sac-start-steps", type=int, default=5_000)
-    p.add_argument("--no-progress", action="store_true")
-    return p
 
 
-def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m s4dm_jax.data.collect train-policy",
-        description="Train a SAC behaviour policy; saves OUT/policy, OUT/replay.npz, "
-                    "OUT/train_log.json. Default: stop at 1/3 of the D4RL expert return "
-                    "(medium). --train-steps N: train N steps with no early stop (expert).")
-    p.add_argument("--env", required=True, choices=sorted(ENVS))
-    p.add_argument("--seed", type=int, default=0)
+def add_train_policy_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `train-policy` (a SAC behaviour policy alone)."""
+    _add_common_arguments(p)
     p.add_argument("--out", default=None,
                    help="run dir (default ~/.s4dm_jax/runs/<env>-medium-sac-s<seed>)")
     g = p.add_mutually_exclusive_group()
@@ -586,16 +575,27 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="env steps between jitted lax.scan blocks of as many updates")
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--no-progress", action="store_true")
-    return p
 
 
-def main(argv: list[str] | None = None) -> dict | Path:
-    """CLI entry point (see the module docstring)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = "python -m s4dm_jax.data.collect " + shlex.join(argv)
-    if argv and argv[0] == "train-policy":
-        a = _train_parser().parse_args(argv[1:])
+COLLECT_HELP = ("Create a D4RL-recipe Minari dataset s4dm/<env>/<name>-v<version> (never "
+                "overwrites an existing id).")
+TRAIN_POLICY_HELP = ("Train a SAC behaviour policy; saves OUT/policy, OUT/replay.npz, "
+                     "OUT/train_log.json. Default: stop at 1/3 of the D4RL expert return "
+                     "(medium). --train-steps N: train N steps with no early stop (expert).")
+
+
+def add_commands(subparsers) -> None:
+    """Register `collect` and `train-policy` on an argparse subparsers object."""
+    add_collect_arguments(subparsers.add_parser(
+        "collect", help=COLLECT_HELP, description=COLLECT_HELP))
+    add_train_policy_arguments(subparsers.add_parser(
+        "train-policy", help=TRAIN_POLICY_HELP, description=TRAIN_POLICY_HELP))
+
+
+def run_command(a: argparse.Namespace, command: str) -> dict | Path:
+    """Run the parsed `collect` / `train-policy` command `a.command`; `command` is the command
+    line recorded as provenance. Raises one of INPUT_ERRORS for bad input."""
+    if a.command == "train-policy":
         check_ints(("--seed", a.seed, 0), ("--max-steps", a.max_steps, 1),
                    ("--start-steps", a.start_steps, 0), ("--update-every", a.update_every, 1),
                    ("--eval-every", a.eval_every, 1), ("--eval-episodes", a.eval_episodes, 1),
@@ -611,7 +611,6 @@ def main(argv: list[str] | None = None) -> dict | Path:
                             start_steps=a.start_steps, update_every=a.update_every,
                             eval_every=a.eval_every, eval_episodes=a.eval_episodes,
                             command=command, progress=not a.no_progress)
-    a = _create_parser().parse_args(argv)
     return create_dataset(
         a.env, a.dataset, steps=a.steps, seed=a.seed, policy=a.policy,
         expert_policy=a.expert_policy, replay=a.replay, run_dir=a.run_dir, root=a.root,
@@ -621,8 +620,23 @@ def main(argv: list[str] | None = None) -> dict | Path:
         progress=not a.no_progress)
 
 
+def main(argv: list[str] | None = None) -> dict | Path:
+    """`python -m s4dm_jax.data.collect [collect|train-policy] ...`: the older spelling of
+    `s4dm-jax collect ...` (`s4dm-jax train-policy ...` when the first word is train-policy),
+    parsed by the same parser; without a command word, `collect` is meant. Returns the dataset
+    summary (or the policy's run dir); raises one of INPUT_ERRORS for bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m s4dm_jax.data.collect " + shlex.join(argv)
+    parser = ArgumentParser(prog="python -m s4dm_jax.data.collect",
+                            description="The older spelling of `s4dm-jax collect` / `s4dm-jax "
+                                        "train-policy`; without a command, collect is meant.")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    words = argv if argv[:1] and argv[0] in (*COMMANDS, "-h", "--help") else ["collect", *argv]
+    return run_command(parser.parse_args(words), command)
+
+
 if __name__ == "__main__":
     try:
         main()
-    except (CollectError, DatasetExistsError, FileExistsError, DatasetError) as err:
+    except INPUT_ERRORS as err:
         sys.exit(f"error: {err}")

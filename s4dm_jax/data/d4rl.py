@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 
 from s4dm_jax.data.dataset import (
@@ -21,8 +22,6 @@ D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 def read_d4rl_arrays(path: str) -> dict[str, np.ndarray]:
     """The five D4RL arrays of `path`, validated (keys, lengths, finite values, not empty)."""
-    import h5py
-
     if not os.path.isfile(path):
         raise DatasetError(
             f"D4RL file not found: {path}. Pass the path of a D4RL v2 hdf5 file (keys "

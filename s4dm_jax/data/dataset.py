@@ -1,4 +1,4 @@
-"""TrajectoryDataset, reference scores, environment checks and the `load_dataset` dispatcher.
+"""TrajectoryDataset, reference scores and environment checks (`load_dataset` is in loading.py).
 
 A dataset is a flat array of T transitions split into E contiguous episodes
 (`episode_starts[i]`, `episode_lengths[i]`), with the gymnasium id to evaluate in and the
@@ -7,13 +7,16 @@ reference returns used for normalised scores.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import os
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium
 import numpy as np
+from gymnasium import spaces
 
 from s4dm_jax.data.errors import DatasetError
 
@@ -31,6 +34,7 @@ D4RL_REF_SCORES = {
 D4RL_ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 
 
+_LOG = logging.getLogger(__name__)
 _KINDS = ("medium-replay", "medium-expert", "random", "medium", "expert")
 
 
@@ -262,8 +266,6 @@ _SHIM_ENV_PREFIXES = ("GymV21Environment", "GymV26Environment")
 def registered_env_ids() -> list[str]:
     """Sorted gymnasium ids a dataset may name: those registered by gymnasium itself on import
     (MuJoCo, classic control, Box2D, toy text; the families this package evaluates in)."""
-    import gymnasium
-
     return sorted(i for i in gymnasium.registry if not i.startswith(_SHIM_ENV_PREFIXES))
 
 
@@ -276,8 +278,6 @@ def validate_env_id(env_id: str, *, explicit: bool, where: str, source: str = ""
     id the user passed (`explicit` True, config.env_id / env_id=) may be `module:Name`; it is
     resolved with gymnasium.spec and must exist.
     """
-    import gymnasium
-
     valid = registered_env_ids()
     text = str(env_id)
     if explicit:
@@ -303,6 +303,28 @@ def validate_env_id(env_id: str, *, explicit: bool, where: str, source: str = ""
         "also name a module to import first, e.g. 'my_envs:MyEnv-v0', if you trust that module.")
 
 
+@contextlib.contextmanager
+def mujoco_warnings_to_logging():
+    """Within the block, MuJoCo warnings go to this module's logger instead of MUJOCO_LOG.TXT.
+
+    Without a warning callback MuJoCo appends every warning to MUJOCO_LOG.TXT in the current
+    directory (e.g. MuJoCo 4 warns about HalfCheetah's deprecated `settotalmass` whenever the
+    model is compiled). The previous callback is restored on exit; no file is written or
+    removed. A no-op where MuJoCo is not installed.
+    """
+    try:
+        import mujoco  # optional: only MuJoCo environments need it
+    except ImportError:
+        yield
+        return
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: _LOG.warning("MuJoCo: %s", message))
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def check_env_spaces(env_id: str, obs_dim: int, act_dim: int, discrete: bool, where: str) -> None:
     """DatasetError if the data's obs/act sizes do not match gymnasium's `env_id` spaces.
 
@@ -310,22 +332,10 @@ def check_env_spaces(env_id: str, obs_dim: int, act_dim: int, discrete: bool, wh
     made, e.g. mujoco missing.
     """
     try:
-        import gymnasium
-        from gymnasium import spaces
-    except ImportError:
-        return
-    log = Path("MUJOCO_LOG.TXT")
-    had_log = log.exists()
-    try:
-        env = gymnasium.make(env_id)
+        with mujoco_warnings_to_logging():
+            env = gymnasium.make(env_id)
     except Exception:
         return
-    finally:
-        if not had_log and log.exists():  # mujoco writes a warning log into the cwd
-            try:
-                log.unlink()
-            except OSError:
-                pass
     try:
         obs_space, act_space = env.observation_space, env.action_space
     finally:
@@ -345,39 +355,3 @@ def check_env_spaces(env_id: str, obs_dim: int, act_dim: int, discrete: bool, wh
             raise DatasetError(f"{where}: actions have {kind} but {env_id} actions have shape "
                                f"{act_space.shape}; pass env_id= for the environment this data "
                                "came from")
-
-
-# ----------------------------------------------------------------------------- dispatch
-
-_MINARI_ID = re.compile(r"^([A-Za-z0-9_.\-]+/)*[A-Za-z0-9_.\-]+-v\d+$")
-
-
-def load_dataset(spec: str, *, download: bool = False, env_id: str | None = None,
-                 ref_min_score: float | None = None,
-                 ref_max_score: float | None = None) -> TrajectoryDataset:
-    """Load "embedded", a D4RL .hdf5/.h5 file, a Minari dataset directory, or a Minari id.
-
-    Minari ids are looked up in MINARI_DATASETS_PATH (default ~/.minari/datasets); with
-    download=True a missing id is fetched from the Minari hub. env_id / ref_*_score override
-    what the data says. Raises DatasetError.
-    """
-    from s4dm_jax.data import d4rl, minari_io
-
-    refs = dict(env_id=env_id, ref_min_score=ref_min_score, ref_max_score=ref_max_score)
-    if not isinstance(spec, str | os.PathLike) or not str(spec).strip():
-        raise DatasetError(f"dataset spec {spec!r} must be 'embedded', a .hdf5 path or a Minari id")
-    text = os.fspath(spec).strip()
-    if text == "embedded":
-        return minari_io.load_minari(EMBEDDED_DATASET_ID, root=EMBEDDED_DATASETS_ROOT,
-                                     embedded=True, **refs)
-    if text.lower().endswith((".hdf5", ".h5")):
-        return d4rl.load_d4rl(text, **refs)
-    if os.path.isdir(os.path.expanduser(text)):
-        return minari_io.load_minari_dir(os.path.expanduser(text), **refs)
-    if _MINARI_ID.match(text):
-        return minari_io.load_minari(text, download=download, **refs)
-    raise DatasetError(
-        f"dataset spec {text!r} is not understood: use 'embedded' (the small Hopper dataset "
-        "shipped with the package), a path to a D4RL file ending in .hdf5/.h5 (e.g. "
-        "~/d4rl/hopper-medium-v2.hdf5), a Minari dataset directory, or a Minari id with a "
-        "version such as 's4dm/hopper/medium-v0' or 'mujoco/hopper/medium-v0'")

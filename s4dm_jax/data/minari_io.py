@@ -16,6 +16,8 @@ import socket
 import threading
 from pathlib import Path
 
+import h5py
+import minari
 import numpy as np
 
 from s4dm_jax.data.dataset import (
@@ -120,6 +122,7 @@ def _download(dataset_id: str, store: Path, dataset_dir: Path) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise DatasetError(f"{where}: HF_HUB_OFFLINE is set. {_how_to_get(dataset_id)}")
     try:
+        # optional (minari[hf]): only downloads need it, so it is imported to check for it
         import huggingface_hub  # noqa: F401  (minari's hub backend)
     except ImportError:
         raise DatasetError(f"{where}: downloads need huggingface_hub (`pip install "
@@ -128,8 +131,6 @@ def _download(dataset_id: str, store: Path, dataset_dir: Path) -> None:
         raise DatasetError(f"{where}: the Minari hub ({_HUB_HOST[0]}) is not reachable within "
                            f"{NETWORK_PROBE_TIMEOUT_S:.0f} s (no network?). "
                            f"{_how_to_get(dataset_id)}")
-    import minari
-
     try:
         with store_env(store):
             minari.download_dataset(dataset_id)
@@ -178,8 +179,6 @@ def incomplete_reason(data_dir: Path) -> str | None:
     dataset missing any of these, or whose main_data.hdf5 cannot be opened or holds fewer
     episodes than recorded, is incomplete.
     """
-    import h5py
-
     meta_path = Path(data_dir) / "metadata.json"
     if not meta_path.is_file():
         return "it has no data/metadata.json"
@@ -208,8 +207,6 @@ def incomplete_reason(data_dir: Path) -> str | None:
 
 
 def _read_hdf5_episodes(path: Path) -> list[dict[str, np.ndarray]]:
-    import h5py
-
     keys = ("observations", "actions", "rewards", "terminations", "truncations")
     episodes = []
     try:
@@ -234,8 +231,6 @@ def _read_hdf5_episodes(path: Path) -> list[dict[str, np.ndarray]]:
 
 def _read_api_episodes(data_dir: Path) -> list[dict[str, np.ndarray]]:
     """Episodes through minari's reader (any storage format minari supports)."""
-    import minari
-
     try:
         ds = minari.MinariDataset(str(data_dir))
         episodes = []

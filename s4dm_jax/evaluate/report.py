@@ -112,6 +112,8 @@ def markdown_summary(results: dict) -> str:
 
 def plot(path: str, results: dict, history: list) -> None:
     """curves.png: training loss per seed (left) and evaluation returns per target (right)."""
+    # imported on use: matplotlib is slow to import and only plots need it; the Agg backend
+    # (no display) is chosen before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import gymnasium as gym
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from s4dm_jax.rl.buffer import DeviceReplay, EpisodeAssembler, ReplayBuffer
 from s4dm_jax.rl.policy import Policy
@@ -169,8 +170,6 @@ def train_sac(
     datasets. The replay buffer holds every transition of the run, whole episodes in the order
     they ended (with one env: collection order), for D4RL "medium-replay".
     """
-    from tqdm.auto import tqdm
-
     chunk_size = update_every * num_envs
     if min(num_envs, update_every, eval_episodes, max_steps) < 1 or updates_per_step < 0:
         raise ValueError("train_sac: num_envs, update_every, eval_episodes and max_steps must "

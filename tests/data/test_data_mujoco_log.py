@@ -1,0 +1,44 @@
+"""Checking a dataset's environment writes and deletes no file in the current directory:
+MuJoCo's warnings (which it would append to MUJOCO_LOG.TXT there) go to logging instead."""
+
+import logging
+
+import gymnasium
+import pytest
+
+mujoco = pytest.importorskip("mujoco")
+
+from s4dm_jax.data import dataset  # noqa: E402
+
+ENV_ID = "HalfCheetah-v5"  # MuJoCo 4 warns about its deprecated `settotalmass` when compiled
+
+
+def test_env_check_leaves_the_working_directory_alone(tmp_path, monkeypatch, caplog):
+    unguarded = tmp_path / "unguarded"
+    unguarded.mkdir()
+    monkeypatch.chdir(unguarded)
+    gymnasium.make(ENV_ID).close()
+    if not (unguarded / "MUJOCO_LOG.TXT").exists():
+        pytest.skip(f"MuJoCo {mujoco.__version__} writes no warning when it makes {ENV_ID}")
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    monkeypatch.chdir(clean)
+    previous = mujoco.get_mju_user_warning()
+    with caplog.at_level(logging.WARNING, logger=dataset.__name__):
+        dataset.check_env_spaces(ENV_ID, 17, 6, False, "test")
+    assert list(clean.iterdir()) == []  # nothing written
+    assert any("settotalmass" in r.getMessage() for r in caplog.records)
+    assert mujoco.get_mju_user_warning() is previous  # the callback is restored
+
+    user_log = clean / "MUJOCO_LOG.TXT"  # a log the user already has is neither changed nor removed
+    user_log.write_text("the user's own log\n")
+    dataset.check_env_spaces(ENV_ID, 17, 6, False, "test")
+    assert user_log.read_text() == "the user's own log\n"
+
+
+def test_env_check_still_refuses_wrong_sizes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(dataset.DatasetError, match="observations have 11 features"):
+        dataset.check_env_spaces(ENV_ID, 11, 6, False, "test")
+    assert list(tmp_path.iterdir()) == []

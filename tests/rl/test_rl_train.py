@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("mujoco")
 
+from s4dm_jax.envs import make_vector_env  # noqa: E402
 from s4dm_jax.rl import SAC, Policy, ReplayBuffer, SACConfig, split_episodes  # noqa: E402
 from s4dm_jax.rl.buffer import (  # noqa: E402
     DeviceReplay,
@@ -191,7 +192,7 @@ def test_evaluate_policy_runs_episodes_side_by_side(policy):
     stoch = evaluate_policy(policy, ENV, 3, seed=21)
     np.testing.assert_array_equal(stoch, evaluate_policy(policy, ENV, 3, seed=21))
     with pytest.raises(ValueError, match="side by side"):
-        evaluate_policy(policy, ENV, 3, seed=0, envs=[make_env(ENV)])
+        evaluate_policy(policy, ENV, 3, seed=0, envs=make_vector_env(ENV, 1))
 
 
 TINY = {"max_steps": 240, "start_steps": 120, "update_every": 20, "eval_every": 120,

@@ -47,7 +47,9 @@ from tqdm.auto import tqdm
 from s4dm_jax.argparsing import ArgumentParser
 from s4dm_jax.data.errors import DatasetError
 from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store_env
-from s4dm_jax.rl import Policy, ReplayBuffer, make_env, split_episodes, train_sac
+from s4dm_jax.envs import StepContext, make_vector_env, run_episodes
+from s4dm_jax.rl import Policy, ReplayBuffer, split_episodes, train_sac
+from s4dm_jax.rl.train import SAC_ENV
 
 ENVS = {
     # short name: (gymnasium id, D4RL ref max score ("expert"), D4RL ref min score)
@@ -113,68 +115,41 @@ def rollout(env_id: str, policy, steps: int, seed: int, *, deterministic: bool =
             progress: bool = True, desc: str = "rollout") -> list[dict[str, np.ndarray]]:
     """Roll out ``policy`` (a ``s4dm_jax.rl.Policy``; None = uniform random) for exactly ``steps``
     environment steps in 1000-step episodes; the last episode is cut (truncated) at the budget.
+    One env: reset with ``seed`` first, later episodes continue its generator.
 
     Returns episodes: observations f64 [T+1, obs], actions f32 [T, act], rewards f64 [T],
     terminations bool [T], truncations bool [T].
     """
-    env = make_env(env_id)
-    act_dim = env.action_space.shape[0]
+    envs = make_vector_env(env_id, 1, **SAC_ENV)
+    act_dim = envs.single_action_space.shape[0]
     rng = np.random.default_rng(seed)
-    episodes = []
-    obs, _ = env.reset(seed=seed)
-    cur = _new_episode(obs)
-    with tqdm(total=steps, desc=desc, disable=not progress, mininterval=1.0) as pbar:
-        for t in range(steps):
-            if policy is None:
-                act = rng.uniform(-1.0, 1.0, act_dim).astype(np.float32)
-            else:
-                act = policy.act(obs, rng, deterministic)
-            obs, rew, term, trunc, _ = env.step(act)
-            trunc = bool(trunc) or (t == steps - 1 and not term)
-            cur["observations"].append(obs)
-            cur["actions"].append(np.asarray(act, np.float32))
-            cur["rewards"].append(float(rew))
-            cur["terminations"].append(bool(term))
-            cur["truncations"].append(trunc)
-            pbar.update(1)
-            if term or trunc:
-                episodes.append(_finish(cur))
-                if t < steps - 1:
-                    obs, _ = env.reset()
-                    cur = _new_episode(obs)
-    env.close()
-    return episodes
 
+    def act(obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        if policy is None:
+            return rng.uniform(-1.0, 1.0, (len(obs), act_dim)).astype(np.float32)
+        return policy.act_batch(obs, rng, deterministic)
 
-def _new_episode(obs) -> dict[str, list]:
-    return {"observations": [obs], "actions": [], "rewards": [], "terminations": [],
-            "truncations": []}
-
-
-def _finish(cur: dict[str, list]) -> dict[str, np.ndarray]:
-    return {
-        "observations": np.asarray(cur["observations"], np.float64),
-        "actions": np.asarray(cur["actions"], np.float32),
-        "rewards": np.asarray(cur["rewards"], np.float64),
-        "terminations": np.asarray(cur["terminations"], bool),
-        "truncations": np.asarray(cur["truncations"], bool),
-    }
+    try:
+        with tqdm(total=steps, desc=desc, disable=not progress, mininterval=1.0) as pbar:
+            result = run_episodes(envs, act, seed=seed, steps_per_env=steps, record=True,
+                                  on_steps=pbar.update)
+    finally:
+        envs.close()
+    return [{**e, "observations": e["observations"].astype(np.float64),
+             "actions": e["actions"].astype(np.float32)} for e in result.episodes]
 
 
 def random_policy_return(env_id: str, episodes: int, seed: int) -> tuple[float, float]:
-    """(mean, std) undiscounted return of the uniform random policy over ``episodes``."""
-    env = make_env(env_id)
+    """(mean, std) undiscounted return of the uniform random policy over ``episodes`` episodes
+    run side by side (episode i resets with seed + i)."""
+    envs = make_vector_env(env_id, episodes, **SAC_ENV)
     rng = np.random.default_rng(seed)
-    returns = []
-    for ep in range(episodes):
-        env.reset(seed=seed + ep)
-        total, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape[0]))
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    env.close()
+    act_dim = envs.single_action_space.shape[0]
+    try:
+        returns = run_episodes(envs, lambda obs, ctx: rng.uniform(-1.0, 1.0, (episodes, act_dim)),
+                               seed=seed, episodes_per_env=1).returns
+    finally:
+        envs.close()
     return float(np.mean(returns)), float(np.std(returns))
 
 

@@ -7,17 +7,13 @@ reference returns used for normalised scores.
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium
 import numpy as np
-from gymnasium import spaces
 
+from s4dm_jax import envs
 from s4dm_jax.data.errors import DatasetError
 
 # The small dataset shipped inside the package (a Minari store rooted at EMBEDDED_DATASETS_ROOT).
@@ -34,7 +30,6 @@ D4RL_REF_SCORES = {
 D4RL_ENV_IDS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 
 
-_LOG = logging.getLogger(__name__)
 _KINDS = ("medium-replay", "medium-expert", "random", "medium", "expert")
 
 
@@ -259,99 +254,15 @@ def resolve_ref_scores(env_id, meta_min=None, meta_max=None, meta_source="",
 # ----------------------------------------------------------------------------- env check
 
 
-# Compatibility shims that gymnasium registers to load *other* ids; never chosen by data.
-_SHIM_ENV_PREFIXES = ("GymV21Environment", "GymV26Environment")
-
-
-def registered_env_ids() -> list[str]:
-    """Sorted gymnasium ids a dataset may name: those registered by gymnasium itself on import
-    (MuJoCo, classic control, Box2D, toy text; the families this package evaluates in)."""
-    return sorted(i for i in gymnasium.registry if not i.startswith(_SHIM_ENV_PREFIXES))
-
-
 def validate_env_id(env_id: str, *, explicit: bool, where: str, source: str = "") -> str:
-    """Return `env_id` if it may be used to make an environment, else raise DatasetError.
-
-    An id that comes from data (`explicit` False; `source` says where it was read) must be an
-    exact key of gymnasium's registry: it is checked against the registry dict only, so nothing
-    is imported, and `module:Name` ids (which make gymnasium import `module`) are refused. An
-    id the user passed (`explicit` True, config.env_id / env_id=) may be `module:Name`; it is
-    resolved with gymnasium.spec and must exist.
-    """
-    valid = registered_env_ids()
-    text = str(env_id)
-    if explicit:
-        try:
-            gymnasium.spec(text)
-            return text
-        except Exception as e:  # gymnasium raises several error types for unknown ids
-            reason = f"gymnasium says: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        what = (f"{where}: env_id {text!r} (config.env_id / env_id=) is not a registered "
-                f"gymnasium environment ({reason})")
-    else:
-        if text in valid:
-            return text
-        what = (f"{where}: the data names the environment {text!r} ({source}), which is not an "
-                "id registered with gymnasium. Environment ids read from data are only accepted "
-                "when registered, because an id like 'module:Name-v0' makes gymnasium import "
-                "`module`; nothing was imported")
-    close = difflib.get_close_matches(text.split(":")[-1], valid, n=3)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise DatasetError(
-        f"{what}.{hint} Registered ids: {', '.join(valid)}. Pass the environment to evaluate in "
-        "explicitly with --config.env_id=ID (load_dataset(..., env_id=ID)); an explicit id may "
-        "also name a module to import first, e.g. 'my_envs:MyEnv-v0', if you trust that module.")
-
-
-@contextlib.contextmanager
-def mujoco_warnings_to_logging():
-    """Within the block, MuJoCo warnings go to this module's logger instead of MUJOCO_LOG.TXT.
-
-    Without a warning callback MuJoCo appends every warning to MUJOCO_LOG.TXT in the current
-    directory (e.g. MuJoCo 4 warns about HalfCheetah's deprecated `settotalmass` whenever the
-    model is compiled). The previous callback is restored on exit; no file is written or
-    removed. A no-op where MuJoCo is not installed.
-    """
-    try:
-        import mujoco  # optional: only MuJoCo environments need it
-    except ImportError:
-        yield
-        return
-    previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda message: _LOG.warning("MuJoCo: %s", message))
-    try:
-        yield
-    finally:
-        mujoco.set_mju_user_warning(previous)
+    """`s4dm_jax.envs.validate_env_id` raising DatasetError: an id read from data (`explicit`
+    False) must be an exact gymnasium registry key, so data never makes gymnasium import code."""
+    return envs.validate_env_id(env_id, explicit=explicit, where=where, source=source,
+                                error=DatasetError)
 
 
 def check_env_spaces(env_id: str, obs_dim: int, act_dim: int, discrete: bool, where: str) -> None:
-    """DatasetError if the data's obs/act sizes do not match gymnasium's `env_id` spaces.
+    """`s4dm_jax.envs.check_env_spaces` raising DatasetError (skipped when the env cannot be
+    made, e.g. mujoco missing)."""
+    envs.check_env_spaces(env_id, obs_dim, act_dim, discrete, where, error=DatasetError)
 
-    `env_id` must have passed `validate_env_id`. Skipped (silently) when the env cannot be
-    made, e.g. mujoco missing.
-    """
-    try:
-        with mujoco_warnings_to_logging():
-            env = gymnasium.make(env_id)
-    except Exception:
-        return
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-    finally:
-        env.close()
-    if isinstance(obs_space, spaces.Box) and obs_space.shape != (obs_dim,):
-        raise DatasetError(f"{where}: observations have {obs_dim} features per step but {env_id} "
-                           f"observations have shape {obs_space.shape}; pass env_id= for the "
-                           "environment this data came from")
-    if isinstance(act_space, spaces.Discrete):
-        if not discrete or act_dim > int(act_space.n):
-            raise DatasetError(f"{where}: actions ({'discrete' if discrete else 'continuous'}, "
-                               f"size {act_dim}) do not match {env_id}'s {act_space}; pass env_id= "
-                               "for the environment this data came from")
-    elif isinstance(act_space, spaces.Box):
-        if discrete or act_space.shape != (act_dim,):
-            kind = f"discrete ({act_dim} actions)" if discrete else f"{act_dim} dims"
-            raise DatasetError(f"{where}: actions have {kind} but {env_id} actions have shape "
-                               f"{act_space.shape}; pass env_id= for the environment this data "
-                               "came from")

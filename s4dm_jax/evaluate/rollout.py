@@ -11,13 +11,17 @@ import dataclasses
 import time
 
 import gymnasium as gym
+import imageio.v2 as imageio
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from s4dm_jax.envs import EnvError, StepContext, make_vector_env, run_episodes
+
 
 class EvaluationError(ValueError):
-    """The evaluation environment cannot be created or does not match the model."""
+    """The evaluation environment cannot be created or does not match the model, or the model
+    cannot be evaluated as it was trained."""
 
 
 @dataclasses.dataclass
@@ -29,32 +33,48 @@ class RolloutResult:
     env_steps: int
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """Synchronous vector env (faster than async on few cores for MuJoCo, see REFERENCE 4)."""
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """How the episodes of one evaluation are run (see `rollout`)."""
+
+    targets: tuple[float, ...]  # target returns, raw scale
+    episodes: int               # per seed and target
+    state_mean: np.ndarray      # f32 [obs] training statistics used to normalise states
+    state_std: np.ndarray       # f32 [obs]
+    rtg_scale: float
+    max_steps: int = 1000       # episodes are cut (truncated) at this many steps
+    delayed_reward: bool = False
+    seed: int = 0               # env copy i is reset with seed + i
+
+    @property
+    def per_seed(self) -> int:
+        """Episodes per parameter seed: len(targets) * episodes."""
+        return len(self.targets) * self.episodes
+
+
+def _make_envs(env_id: str, num_envs: int, **env_kwargs):
+    """`make_vector_env`, its EnvError as an EvaluationError naming the config field."""
     try:
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
-    except gym.error.Error as e:
-        raise EvaluationError(
-            f"cannot create the evaluation environment {env_id!r}: {e}. Pass --config.env_id with "
-            "a registered gymnasium id (e.g. Hopper-v5; MuJoCo envs need gymnasium[mujoco])."
-        ) from e
+        return make_vector_env(env_id, num_envs, **env_kwargs)
+    except EnvError as e:
+        raise EvaluationError(f"{e} (set the evaluation environment with --config.env_id)") from e
 
 
 def check_eval_env(env_id: str, obs_dim: int) -> None:
     """EvaluationError now if `env_id` cannot be made or its observations are not of size
     `obs_dim` (run before training, so a run never fails only at its final evaluation)."""
-    envs = make_vector_env(env_id, 1)
+    envs = _make_envs(env_id, 1)
     try:
-        _check_obs_dim(envs, obs_dim)
+        _check_obs_dim(envs, obs_dim, env_id)
     finally:
         envs.close()
 
 
-def _check_obs_dim(envs, obs_dim: int) -> None:
+def _check_obs_dim(envs, obs_dim: int, env_id: str) -> None:
     size = envs.single_observation_space.shape[0]
     if size != obs_dim:
         raise EvaluationError(
-            f"environment {envs.spec.id if envs.spec else ''} has observations of size {size} "
+            f"environment {env_id} has observations of size {size} "
             f"but the model was built for {obs_dim}; check --config.env_id"
         )
 
@@ -87,6 +107,9 @@ def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np
       targets: target returns (raw scale); the rtg starts at target/rtg_scale and drops by
         reward/rtg_scale each step (stays constant with `delayed_reward`, whose training data
         had no intermediate rewards).
+      max_steps: episodes are cut at this many steps (and at the env's own time limit).
+      seed: env copy i (seed s, target j, episode e at i = (s * T + j) * E + e) resets with
+        seed + i.
       episode_start_windows: whether the model was trained on whole episodes from their first
         step; a model whose step needs that (see `check_inference_regime`) is refused otherwise.
     Returns:
@@ -94,69 +117,90 @@ def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np
     """
     check_inference_regime(model, episode_start_windows)
     num_seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
-    targets = tuple(float(t) for t in targets)
-    per_seed = len(targets) * episodes
-    n = num_seeds * per_seed
-    envs = make_vector_env(env_id, n)
+    settings = EvalSettings(
+        targets=tuple(float(t) for t in targets), episodes=int(episodes),
+        state_mean=np.asarray(state_mean, np.float32), state_std=np.asarray(state_std, np.float32),
+        rtg_scale=rtg_scale, max_steps=int(max_steps), delayed_reward=bool(delayed_reward),
+        seed=int(seed))
+    envs = _make_envs(env_id, num_seeds * settings.per_seed)
     try:
-        return _run(model, params, envs, num_seeds, per_seed, targets, episodes,
-                    np.asarray(state_mean, np.float32), np.asarray(state_std, np.float32),
-                    rtg_scale, max_steps, delayed_reward, seed)
+        _check_obs_dim(envs, model.obs_dim, env_id)
+        return _run(model, params, envs, settings)
     finally:
         envs.close()
 
 
-def _run(model, params, envs, num_seeds, per_seed, targets, episodes, mean, std, rtg_scale,
-         max_steps, delayed_reward, seed):
-    n = num_seeds * per_seed
-    _check_obs_dim(envs, model.obs_dim)
-    obs_dim = model.obs_dim
-    space = envs.single_action_space
-    discrete = isinstance(space, gym.spaces.Discrete)
-    params = jax.jit(jax.vmap(model.prepare_step))(params)
-    step_fn = jax.jit(jax.vmap(model.step))
+def _run(model, params, envs, settings: EvalSettings) -> RolloutResult:
+    """One episode per env copy of `envs` (S * per_seed copies) through `run_episodes`."""
+    policy = ReturnConditionedPolicy(model, params, settings, envs.single_action_space)
+    start = time.perf_counter()  # the episodes (with the step's compilation), as before
+    result = run_episodes(envs, policy, seed=settings.seed, episodes_per_env=1,
+                          max_episode_steps=settings.max_steps)
+    shape = (policy.num_seeds, len(settings.targets), settings.episodes)
+    return RolloutResult(result.returns.reshape(shape), result.lengths.reshape(shape),
+                         settings.targets, time.perf_counter() - start, result.env_steps)
 
-    carry = model.init_carry(per_seed)
-    carry = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_seeds, *x.shape)), carry)
-    rtg = np.repeat(np.asarray(targets, np.float32), episodes) / rtg_scale  # [T*E]
-    rtg = np.broadcast_to(rtg, (num_seeds, per_seed)).copy()
-    if discrete:
-        a_prev = np.zeros((num_seeds, per_seed), np.int32)
-    else:
-        a_prev = np.zeros((num_seeds, per_seed, model.act_dim), np.float32)
-    t = np.zeros((num_seeds, per_seed), np.int32)
 
-    returns = np.zeros(n)
-    lengths = np.zeros(n, np.int64)
-    alive = np.ones(n, bool)
-    start = time.perf_counter()
-    obs, _ = envs.reset(seed=seed)
-    steps = 0
-    for _ in range(max_steps):
-        s = ((obs.astype(np.float32) - mean) / std).reshape(num_seeds, per_seed, obs_dim)
-        carry, out = step_fn(params, carry, jnp.asarray(rtg), jnp.asarray(s), jnp.asarray(a_prev),
-                             jnp.asarray(t))
+class ReturnConditionedPolicy:
+    """A runner policy (see `s4dm_jax.envs.runner`) driving a decision model's `step`, vmapped
+    over the S parameter seeds, in S * per_seed env copies (copy i = s * per_seed + j).
+
+    It keeps each copy's per-episode state: the model carry, the return-to-go (target/rtg_scale
+    at an episode's first step, then minus reward/rtg_scale per step unless delayed_reward),
+    the previous action (zeros at the first step); all are reset where an episode starts.
+    Actions are clipped to the action space (discrete: the argmax of the logits).
+    """
+
+    def __init__(self, model, params, settings: EvalSettings, action_space):
+        self.num_seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
+        self.settings = settings
+        self.obs_dim = model.obs_dim
+        self.space = action_space
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.params = jax.jit(jax.vmap(model.prepare_step))(params)
+        self.step_fn = jax.jit(jax.vmap(model.step))
+        batch = (self.num_seeds, settings.per_seed)
+        fresh = model.init_carry(settings.per_seed)
+        self.fresh_carry = jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (self.num_seeds, *x.shape)), fresh)
+        self.carry = self.fresh_carry
+        target_rtg = np.repeat(np.asarray(settings.targets, np.float32),
+                               settings.episodes) / settings.rtg_scale  # [T*E]
+        self.target_rtg = np.broadcast_to(target_rtg, batch).copy()
+        self.rtg = self.target_rtg.copy()
+        self.a_prev = (np.zeros(batch, np.int32) if self.discrete
+                       else np.zeros((*batch, model.act_dim), np.float32))
+
+    def __call__(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """obs [N, obs] -> actions [N, act] (discrete: [N])."""
+        mean, std, batch = self.settings.state_mean, self.settings.state_std, self.rtg.shape
+        start = (ctx.t == 0).reshape(batch)
+        if not self.settings.delayed_reward:
+            self.rtg -= ctx.prev_reward.reshape(batch).astype(np.float32) / self.settings.rtg_scale
+        if np.any(start & ctx.active.reshape(batch)):
+            self._reset(start)
+        s = ((obs.astype(np.float32) - mean) / std).reshape(*batch, self.obs_dim)
+        self.carry, out = self.step_fn(self.params, self.carry, jnp.asarray(self.rtg),
+                                       jnp.asarray(s), jnp.asarray(self.a_prev),
+                                       jnp.asarray(ctx.t.reshape(batch).astype(np.int32)))
         out = np.asarray(out)
-        if discrete:
-            a_prev = out.argmax(-1).astype(np.int32)
-            action = a_prev.reshape(n)
-        else:
-            a_prev = out.astype(np.float32)
-            action = np.clip(a_prev.reshape(n, -1), space.low, space.high)
-        obs, reward, term, trunc, _ = envs.step(action)
-        live_reward = np.where(alive, reward, 0.0)
-        steps += int(alive.sum())
-        returns += live_reward
-        lengths += alive
-        alive &= ~(term | trunc)
-        if not delayed_reward:
-            rtg -= live_reward.reshape(num_seeds, per_seed).astype(np.float32) / rtg_scale
-        t = np.minimum(t + 1, np.iinfo(np.int32).max)
-        if not alive.any():
-            break
-    shape = (num_seeds, len(targets), episodes)
-    return RolloutResult(returns.reshape(shape), lengths.reshape(shape), targets,
-                         time.perf_counter() - start, steps)
+        if self.discrete:
+            self.a_prev = out.argmax(-1).astype(np.int32)
+            return self.a_prev.reshape(-1)
+        self.a_prev = out.astype(np.float32)
+        return np.clip(self.a_prev.reshape(len(obs), -1), self.space.low, self.space.high)
+
+    def _reset(self, start: np.ndarray) -> None:
+        """Fresh carry, target rtg and zero previous action where start [S, per_seed]."""
+        self.rtg = np.where(start, self.target_rtg, self.rtg)
+        self.a_prev[start] = 0
+        if start.all():
+            self.carry = self.fresh_carry
+            return
+        mask = jnp.asarray(start)
+        self.carry = jax.tree_util.tree_map(
+            lambda fresh, c: jnp.where(mask.reshape(mask.shape + (1,) * (c.ndim - 2)), fresh, c),
+            self.fresh_carry, self.carry)
 
 
 def render_episode(model, params, path: str, *, env_id: str, state_mean, state_std,
@@ -164,34 +208,23 @@ def render_episode(model, params, path: str, *, env_id: str, state_mean, state_s
                    seed: int = 0, episode_start_windows: bool = False) -> float:
     """Render one episode of a single seed's `params` (no seed axis) to a GIF; returns its return.
 
-    Needs MuJoCo offscreen rendering (set MUJOCO_GL=egl or osmesa on headless machines).
+    The episode runs as in `rollout` (one seed, one target, one episode). Needs MuJoCo
+    offscreen rendering (set MUJOCO_GL=egl or osmesa on headless machines).
     episode_start_windows: as in `rollout`.
     """
-    import imageio.v2 as imageio
-
     check_inference_regime(model, episode_start_windows)
-    env = gym.make(env_id, render_mode="rgb_array")
+    settings = EvalSettings(
+        targets=(float(target),), episodes=1, state_mean=np.asarray(state_mean, np.float32),
+        state_std=np.asarray(state_std, np.float32), rtg_scale=rtg_scale,
+        max_steps=int(max_steps), seed=int(seed))
+    envs = _make_envs(env_id, 1, render_mode="rgb_array")
     try:
-        step_fn = jax.jit(model.step)
-        params = jax.jit(model.prepare_step)(params)
-        carry = model.init_carry(1)
-        obs, _ = env.reset(seed=seed)
-        rtg = np.array([target / rtg_scale], np.float32)
-        a_prev = np.zeros((1, model.act_dim), np.float32)
-        frames, total = [env.render()], 0.0
-        for t in range(max_steps):
-            s = ((obs.astype(np.float32) - state_mean) / state_std)[None]
-            carry, a = step_fn(params, carry, jnp.asarray(rtg), jnp.asarray(s),
-                               jnp.asarray(a_prev), jnp.full((1,), t, jnp.int32))
-            a_prev = np.asarray(a, np.float32)
-            obs, reward, term, trunc, _ = env.step(
-                np.clip(a_prev[0], env.action_space.low, env.action_space.high))
-            total += float(reward)
-            rtg = rtg - np.float32(reward / rtg_scale)
-            frames.append(env.render())
-            if term or trunc:
-                break
-        imageio.mimsave(path, frames[::2], duration=2000 / fps, loop=0)
-        return total
+        _check_obs_dim(envs, model.obs_dim, env_id)
+        one_seed = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], params)
+        policy = ReturnConditionedPolicy(model, one_seed, settings, envs.single_action_space)
+        result = run_episodes(envs, policy, seed=settings.seed, episodes_per_env=1,
+                              max_episode_steps=settings.max_steps, render=True)
     finally:
-        env.close()
+        envs.close()
+    imageio.mimsave(path, result.frames[0][::2], duration=2000 / fps, loop=0)
+    return float(result.returns[0])

@@ -101,7 +101,8 @@ class EpisodeAssembler:
         """chunk: FIELDS -> [T, num_envs, ...] (T vector steps); finished episodes are written."""
         ends = chunk["terminated"] | chunk["truncated"]                       # [T, N]
         start = np.zeros(self.num_envs, int)
-        for end, env in zip(*np.nonzero(ends)):  # by step, then env: the order they ended
+        # by step, then env: the order they ended
+        for end, env in zip(*np.nonzero(ends), strict=True):
             self._pending[env].append({k: v[start[env] : end + 1, env] for k, v in chunk.items()})
             self._write(env)
             start[env] = end + 1

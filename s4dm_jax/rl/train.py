@@ -17,76 +17,64 @@ per collected transition; both are recorded in the policy metadata.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import gymnasium as gym
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from s4dm_jax import envs as envs_lib
+from s4dm_jax.envs import run_episodes
 from s4dm_jax.rl.buffer import DeviceReplay, EpisodeAssembler, ReplayBuffer
 from s4dm_jax.rl.policy import Policy
 from s4dm_jax.rl.sac import SAC, SACConfig, SACState
 
 MAX_EPISODE_STEPS = 1000
+# How SAC's environments (training, evaluation, dataset rollouts) are made: 1000-step episodes,
+# actions in [-1, 1] (the tanh policy's range).
+SAC_ENV = {"max_episode_steps": MAX_EPISODE_STEPS, "unit_actions": True}
 
 
 def make_env(env_id: str) -> gym.Env:
-    """gym.make with 1000-step episodes; checks that actions live in [-1, 1]."""
-    env = gym.make(env_id, max_episode_steps=MAX_EPISODE_STEPS)
-    space = env.action_space
-    if not (np.allclose(space.low, -1.0) and np.allclose(space.high, 1.0)):
-        raise ValueError(f"{env_id}: SAC here assumes actions in [-1, 1], got {space}")
-    return env
+    """One SAC environment (``SAC_ENV``); EnvError (a ValueError) unless actions are in
+    [-1, 1]."""
+    return envs_lib.make_env(env_id, **SAC_ENV)
 
 
 def make_vec_env(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    """``num_envs`` copies of ``make_env(env_id)`` stepped in this process (sync mode: faster
-    than subprocesses on a 2-core CPU). An environment that ends is reset in the same step
-    (``info["final_obs"]`` holds its last observation). ``reset(seed=s)`` seeds copy i with
-    s + i; later resets continue each copy's own generator, as a single env's ``reset()`` does.
+    """``num_envs`` copies of ``make_env(env_id)`` for SAC's training collection. An environment
+    that ends is reset in the same step (``info["final_obs"]`` holds its last observation).
+    ``reset(seed=s)`` seeds copy i with s + i; later resets continue each copy's own generator,
+    as a single env's ``reset()`` does.
     """
-    return gym.vector.SyncVectorEnv(
-        [functools.partial(make_env, env_id)] * int(num_envs),
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    return envs_lib.make_vector_env(
+        env_id, num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **SAC_ENV)
 
 
 def evaluate_policy(policy: Policy, env_id: str, episodes: int, seed: int,
                     deterministic: bool = False,
-                    envs: Sequence[gym.Env] | None = None) -> np.ndarray:
+                    envs: gym.vector.VectorEnv | None = None) -> np.ndarray:
     """Undiscounted returns [episodes] of ``policy`` (stochastic unless deterministic).
 
-    The episodes run side by side: one batched policy call per step for all still-running
-    episodes, each stepping its own env (episode i starts from ``reset(seed=seed + i)``;
-    ``envs``: ``episodes`` envs from ``make_env(env_id)`` to reuse). Noise comes from
-    ``np.random.default_rng(seed)``. Finished episodes are not stepped further (a
-    ``SyncVectorEnv`` would keep stepping them until the longest one ends).
+    The episodes run side by side through ``s4dm_jax.envs.run_episodes``, one batched policy
+    call per step (episode i starts from ``reset(seed=seed + i)``; ``envs``: a vector env of
+    ``episodes`` copies from ``envs_lib.make_vector_env(env_id, episodes, **SAC_ENV)`` to reuse).
+    Noise comes from ``np.random.default_rng(seed)``.
     """
     own = envs is None
-    envs = [make_env(env_id) for _ in range(episodes)] if own else list(envs)
-    if len(envs) != episodes:
-        raise ValueError(f"evaluate_policy: {len(envs)} environments cannot run {episodes} "
-                         f"episodes side by side; pass {episodes}")
-    rng = np.random.default_rng(seed)
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
-    returns = np.zeros(episodes)
-    running = np.arange(episodes)
-    while len(running):
-        actions = policy.act_batch(obs[running], rng, deterministic)
-        still = []
-        for i, act in zip(running, actions):
-            obs[i], rew, term, trunc, _ = envs[i].step(act)
-            returns[i] += rew
-            if not (term or trunc):
-                still.append(i)
-        running = np.asarray(still, int)
-    if own:
-        for env in envs:
-            env.close()
-    return returns
+    envs = envs_lib.make_vector_env(env_id, episodes, **SAC_ENV) if own else envs
+    try:
+        if envs.num_envs != episodes:
+            raise ValueError(f"evaluate_policy: {envs.num_envs} environments cannot run "
+                             f"{episodes} episodes side by side; pass {episodes}")
+        rng = np.random.default_rng(seed)
+        return run_episodes(envs, lambda obs, ctx: policy.act_batch(obs, rng, deterministic),
+                            seed=seed, episodes_per_env=1).returns
+    finally:
+        if own:
+            envs.close()
 
 
 @dataclasses.dataclass
@@ -131,7 +119,8 @@ def _collect_chunk(envs, obs: np.ndarray, policy: Policy, rng: np.random.Generat
             last_obs = next_obs.copy()
             for i in np.flatnonzero(info["_final_obs"]):
                 last_obs[i] = info["final_obs"][i]
-        for k, v in zip(ReplayBuffer.FIELDS, (obs, act, rew, last_obs, term, trunc)):
+        for k, v in zip(ReplayBuffer.FIELDS, (obs, act, rew, last_obs, term, trunc),
+                        strict=True):
             rows[k].append(v)
         ep_ret += rew
         done = term | trunc
@@ -184,7 +173,7 @@ def train_sac(
     t0 = time.perf_counter()
     timings = dict.fromkeys(("setup", "collect", "update", "eval"), 0.0)
     envs = make_vec_env(env_id, num_envs)
-    eval_envs = [make_env(env_id) for _ in range(eval_episodes)]
+    eval_envs = envs_lib.make_vector_env(env_id, eval_episodes, **SAC_ENV)
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     agent = SAC(obs_dim, act_dim, config)
@@ -254,8 +243,7 @@ def train_sac(
     pbar.close()
     episodes.close()
     envs.close()
-    for env in eval_envs:
-        env.close()
+    eval_envs.close()
     wall = time.perf_counter() - t0
     policy = snapshot()
     policy.meta.update({"env_steps": buffer.size, "eval_return": eval_ret,

@@ -9,6 +9,7 @@ import pytest
 mujoco = pytest.importorskip("mujoco")
 
 from s4dm_jax.data import dataset  # noqa: E402
+from s4dm_jax.envs import make as envs_make  # noqa: E402
 
 ENV_ID = "HalfCheetah-v5"  # MuJoCo 4 warns about its deprecated `settotalmass` when compiled
 
@@ -25,7 +26,7 @@ def test_env_check_leaves_the_working_directory_alone(tmp_path, monkeypatch, cap
     clean.mkdir()
     monkeypatch.chdir(clean)
     previous = mujoco.get_mju_user_warning()
-    with caplog.at_level(logging.WARNING, logger=dataset.__name__):
+    with caplog.at_level(logging.WARNING, logger=envs_make.__name__):
         dataset.check_env_spaces(ENV_ID, 17, 6, False, "test")
     assert list(clean.iterdir()) == []  # nothing written
     assert any("settotalmass" in r.getMessage() for r in caplog.records)

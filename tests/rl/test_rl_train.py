@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("mujoco")
 
+from s4dm_jax.envs import make_vector_env  # noqa: E402
 from s4dm_jax.rl import SAC, Policy, ReplayBuffer, SACConfig, split_episodes  # noqa: E402
 from s4dm_jax.rl.buffer import (  # noqa: E402
     DeviceReplay,
@@ -71,7 +72,7 @@ def test_one_env_collection_equals_the_single_env_loop(policy):
         a = (rng.uniform(-1.0, 1.0, 3).astype(np.float32) if t < random_steps
              else policy.act(o, rng))
         nxt, r, term, trunc, _ = env.step(a)
-        for k, v in zip(FIELDS, (o, a, r, nxt, term, trunc)):
+        for k, v in zip(FIELDS, (o, a, r, nxt, term, trunc), strict=True):
             ref[k].append(v)
         o = env.reset()[0] if term or trunc else nxt
     assert sum(ref["terminated"]) >= 2 and len(ended) == sum(ref["terminated"])
@@ -168,7 +169,8 @@ def test_insert_and_train_equals_sequential_single_updates():
         ref, ref_info = agent.update(ref._replace(key=key), {k: v[idx] for k, v in data.items()})
     assert int(state.step) == 5
     np.testing.assert_array_equal(state.key, ref.key)
-    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(ref)):
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(ref),
+                    strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
     np.testing.assert_array_equal(replay.obs[:40], data["obs"])
     assert np.isfinite(float(info["critic_loss"]))
@@ -191,7 +193,7 @@ def test_evaluate_policy_runs_episodes_side_by_side(policy):
     stoch = evaluate_policy(policy, ENV, 3, seed=21)
     np.testing.assert_array_equal(stoch, evaluate_policy(policy, ENV, 3, seed=21))
     with pytest.raises(ValueError, match="side by side"):
-        evaluate_policy(policy, ENV, 3, seed=0, envs=[make_env(ENV)])
+        evaluate_policy(policy, ENV, 3, seed=0, envs=make_vector_env(ENV, 1))
 
 
 TINY = {"max_steps": 240, "start_steps": 120, "update_every": 20, "eval_every": 120,
@@ -223,7 +225,7 @@ def test_train_sac_keeps_episodes_intact_and_is_reproducible(num_envs, updates_p
     for k in FIELDS:
         np.testing.assert_array_equal(arr[k], other.buffer.arrays(close_last=False)[k])
     for a, b in zip(jax.tree_util.tree_leaves(res.state.actor_params),
-                    jax.tree_util.tree_leaves(other.state.actor_params)):
+                    jax.tree_util.tree_leaves(other.state.actor_params), strict=True):
         np.testing.assert_array_equal(a, b)
     assert res.eval_return == other.eval_return
 

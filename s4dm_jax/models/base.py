@@ -257,23 +257,6 @@ def windowed_step(model_call, window: dict, rtg_t, s_t, a_prev, t):
     return w, model_call(w)[:, -1]
 
 
-def embed_actions(actions: jax.Array, discrete: bool, act_dim: int) -> jax.Array:
-    """Model input for actions: f32 [..., act] unchanged, or one-hot f32 [..., n] of int indices.
-
-    (One-hot followed by a Dense layer is an embedding table; out-of-range padding values such as
-    -10 map to the zero vector.)
-    """
-    if discrete:
-        return jax.nn.one_hot(actions, act_dim, dtype=jnp.float32)
-    return actions.astype(jnp.float32)
-
-
-def action_head(x: jax.Array, act_dim: int, discrete: bool, name: str = "action_head"):
-    """Dense(act_dim) on features; tanh for continuous actions, raw logits for discrete."""
-    out = nn.Dense(act_dim, name=name)(x)
-    return out if discrete else jnp.tanh(out)
-
-
 def param_count(params) -> int:
     """Number of scalar parameters in a pytree (a variables dict or a params dict)."""
     return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))

@@ -19,7 +19,7 @@ Inference (`inference`):
 from __future__ import annotations
 
 from s4dm_jax.models.base import hyperparameter_defaults
-from s4dm_jax.models.tokens import RecurrentTokenModule, step_blocks
+from s4dm_jax.models.tokens import RecurrentTokenModule
 from s4dm_jax.nn.mamba import MambaResidualBlock, mamba_init_state
 
 
@@ -39,9 +39,6 @@ class DecisionMambaModule(RecurrentTokenModule):
     def init_block_states(self, batch_size: int):
         return [mamba_init_state(batch_size, self.d_model, self.d_state, self.d_conv, self.expand)
                 for _ in range(self.n_layers)]
-
-    def step_blocks(self, states, x):
-        return step_blocks(self.blocks, states, x)
 
 
 DEFAULTS = hyperparameter_defaults(DecisionMambaModule)

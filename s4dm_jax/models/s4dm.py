@@ -81,18 +81,17 @@ class S4DMModule(RecurrentTokenModule):
                        self.ssm, self.dropout, self.remat)
 
     # ------------------------------------------------------------------ training path
-    def __call__(self, batch, train: bool = False):
-        """batch dict (see models.base) -> preds [B,K,act] (tanh) or logits [B,K,n]."""
+    def embed_batch(self, batch):
+        """batch dict -> (tokens [B,L,H], mask [B,L]); step layout: token t from R_t, s_t and
+        a_{t-1} (zero at the window start and after padding)."""
         if self.token_layout == "interleaved":
-            return super().__call__(batch, train)
-        mask = batch["mask"].astype(jnp.float32)
+            return super().embed_batch(batch)
         a = embed_actions(batch["actions"], self.discrete, self.act_dim)
         a_prev = jnp.pad(a, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-        m_prev = jnp.pad(mask, ((0, 0), (1, 0)))[:, :-1]
+        m_prev = jnp.pad(batch["mask"], ((0, 0), (1, 0)))[:, :-1]
         x = self.embed(batch["rtg"], batch["states"], a_prev * m_prev[..., None],
                        batch["timesteps"])
-        x = self.drop(self.embed_ln(x), deterministic=not train)
-        return self.action_head(self.run_blocks(x, mask, train))
+        return x, batch["mask"].astype(x.dtype)
 
     # ------------------------------------------------------------------ inference path
     def setup_step(self) -> None:
@@ -104,24 +103,14 @@ class S4DMModule(RecurrentTokenModule):
     def init_block_states(self, batch_size: int):
         return s4_stack_init_state(batch_size, self.n_layers, self.d_model, self.ssm.d_state)
 
-    def step_blocks(self, states, x):
-        return self.blocks.step(states, x)
-
-    def init_carry(self, batch_size: int):
-        if self.inference == "recurrent" and self.token_layout == "step":
-            return {"blocks": self.init_block_states(batch_size)}
-        return super().init_carry(batch_size)
-
-    def step(self, carry, rtg_t, s_t, a_prev, t):
-        """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
-        if self.inference == "window" or self.token_layout == "interleaved":
-            return super().step(carry, rtg_t, s_t, a_prev, t)
-        # step layout: no previous action at t = 0 (the training path shifts in a zero vector
-        # there; for discrete actions the int 0 passed at t = 0 would otherwise be one-hot(0))
-        a = embed_actions(a_prev, self.discrete, self.act_dim) * (t > 0)[:, None]
-        tok = self.embed_ln(self.embed(rtg_t, s_t, a, t))
-        states, y = self.blocks.step(carry["blocks"], tok)
-        return {"blocks": states}, self.action_head(y)
+    def recurrent_step(self, states, started, rtg_t, s_t, a_prev, t):
+        """Interleaved: RecurrentTokenModule's. Step layout: one token (R_t, s_t, a_{t-1}), with
+        no previous action at the episode's first step (the training path shifts in a zero
+        vector there; for discrete actions the int 0 passed then would otherwise be one-hot(0))."""
+        if self.token_layout == "interleaved":
+            return super().recurrent_step(states, started, rtg_t, s_t, a_prev, t)
+        a = embed_actions(a_prev, self.discrete, self.act_dim) * started[:, None]
+        return self.blocks.step(states, self.embed_ln(self.embed(rtg_t, s_t, a, t)))
 
 
 DEFAULTS = hyperparameter_defaults(S4DMModule)

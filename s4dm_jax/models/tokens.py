@@ -8,10 +8,10 @@ A trajectory (R_t, s_t, a_t) becomes tokens of width H in one of two layouts:
     (S4DM's default).
 
 `TokenModule` is the skeleton the three models fill in with their blocks: fields, embedding ->
-LayerNorm -> dropout -> blocks -> final LayerNorm -> action head, and DT's inference (re-run on
-the last K steps, `models.base.windowed_step`). `RecurrentTokenModule` adds the choice of a
-recurrent `step` (`interleaved_step`: one block-stack update per token, O(1) per environment
-step) for models whose blocks have a step view (S4, Mamba).
+LayerNorm -> dropout -> blocks -> final LayerNorm -> `ActionHead` (the one action head, BC's
+too), and DT's inference (re-run on the last K steps, `models.base.windowed_step`).
+`RecurrentTokenModule` adds the choice of a recurrent `step` (one block-stack update per token,
+`step_blocks`; O(1) per environment step) for models whose blocks have a step view (S4, Mamba).
 """
 
 from __future__ import annotations
@@ -55,9 +55,16 @@ def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense
     return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
 
-def squash_actions(out: jax.Array, discrete: bool) -> jax.Array:
-    """The action head's output: tanh (continuous actions in [-1, 1]) or raw logits (discrete)."""
-    return out if discrete else jnp.tanh(out)
+class ActionHead(nn.Dense):
+    """The action head of every decision model: Dense(act_dim) on features [..., H], then tanh
+    (continuous actions in [-1, 1]) or raw logits (discrete). Fields: nn.Dense's (`features` =
+    act_dim, initialisers) plus `discrete`."""
+
+    discrete: bool = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out = super().__call__(x)
+        return out if self.discrete else jnp.tanh(out)
 
 
 def interleave(r, s, a):
@@ -128,9 +135,22 @@ class StepEmbed(nn.Module):
         return tok
 
 
+def run_blocks(blocks, x, mask, train: bool):
+    """The training view of a block stack: `blocks` is one module (e.g. nn.S4Stack) or a list
+    of modules, each called as `block(x, mask, train=train)`; x [B,L,H], mask [B,L] -> [B,L,H]."""
+    if isinstance(blocks, nn.Module):
+        return blocks(x, mask, train=train)
+    for blk in blocks:
+        x = blk(x, mask, train=train)
+    return x
+
+
 def step_blocks(blocks, states, x):
-    """Advance a list of blocks with a `step(state, x_t) -> (state, y_t)` view by one token:
-    states (one per block), x [B,H] -> (states, y [B,H])."""
+    """The recurrent view of a block stack: advance it by one token. `blocks` is one module with
+    `step(states, x_t) -> (states, y_t)` (states as it defines them) or a list of modules with
+    that `step` (states: a list, one per block); x [B,H] -> (states, y [B,H])."""
+    if isinstance(blocks, nn.Module):
+        return blocks.step(states, x)
     new = []
     for blk, st in zip(blocks, states, strict=True):
         st, x = blk.step(st, x)
@@ -162,14 +182,14 @@ def interleaved_step(embed, embed_ln, advance, states, started, rtg_t, s_t, a_pr
 
 
 class TokenModule(nn.Module):
-    """Skeleton of a decision model over interleaved (R, s, a) tokens.
+    """Skeleton of a decision model over trajectory tokens.
 
-    embed (TrajectoryEmbed) -> embed_ln -> dropout -> blocks -> ln_f -> head on the state tokens.
-    A subclass supplies `make_blocks()` (a module or list of modules called as
-    `block(x [B,L,H], mask [B,L], train=...)`) and may override `make_embed()`; class attributes
-    `torch_init` (PyTorch-default init of the embeddings and head, as the DT reference) and
-    `layer_norm_eps` set the rest. `step` re-runs the model on the last K steps
-    (`models.base.windowed_step`).
+    embed -> embed_ln -> dropout -> blocks -> ln_f -> action head on the outputs of the s_t
+    tokens. A subclass supplies `make_blocks()` (one module or a list of modules, see
+    `run_blocks`) and may override `make_embed()` / `embed_batch()` (the default: interleaved
+    `TrajectoryEmbed` tokens, 3 per step). Class attributes (not hyperparameters): `torch_init`
+    (PyTorch-default init of the embeddings and the action head, as the DT reference) and
+    `layer_norm_eps`. `step` re-runs the model on the last K steps (`models.base.windowed_step`).
     """
 
     obs_dim: int
@@ -181,15 +201,16 @@ class TokenModule(nn.Module):
     dropout: float = 0.1
     max_ep_len: int = 1000
 
-    torch_init = False  # class attributes (not hyperparameters)
+    torch_init = False
     layer_norm_eps = 1e-6  # Flax's LayerNorm default
+    tokens_per_step = 3  # (R_t, s_t, a_t); the action is read from the s_t token
 
     def make_embed(self) -> nn.Module:
         return TrajectoryEmbed(self.d_model, self.act_dim, self.discrete, self.max_ep_len,
                                torch_init=self.torch_init)
 
     def make_blocks(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define make_blocks()")
 
     def setup(self):
         self.embed = self.make_embed()
@@ -197,28 +218,27 @@ class TokenModule(nn.Module):
         self.drop = nn.Dropout(self.dropout)
         self.blocks = self.make_blocks()
         self.ln_f = nn.LayerNorm(epsilon=self.layer_norm_eps)
-        self.head = (torch_dense(self.act_dim, self.d_model, "head") if self.torch_init
-                     else nn.Dense(self.act_dim))
+        init = ({"kernel_init": torch_linear_init(self.d_model),
+                 "bias_init": torch_linear_init(self.d_model)} if self.torch_init else {})
+        self.head = ActionHead(self.act_dim, discrete=self.discrete, **init)
 
-    def run_blocks(self, x, mask, train: bool):
-        """x [B,L,H], mask [B,L] -> [B,L,H] through every block."""
-        if isinstance(self.blocks, nn.Module):
-            return self.blocks(x, mask, train=train)
-        for blk in self.blocks:
-            x = blk(x, mask, train=train)
-        return x
+    def embed_batch(self, batch):
+        """batch dict (see models.base) -> (tokens [B,L,H], mask [B,L] in the tokens' dtype)."""
+        x = self.embed(batch["rtg"], batch["states"], batch["actions"], batch["timesteps"])
+        return x, jnp.repeat(batch["mask"].astype(x.dtype), 3, axis=1)
 
-    def action_head(self, x):
-        """Features [..., H] -> actions [..., act] in [-1, 1] (tanh) or logits [..., n]."""
-        return squash_actions(self.head(self.ln_f(x)), self.discrete)
+    def action_head(self, y):
+        """Block outputs [..., H] -> actions [..., act] in [-1, 1] (tanh) or logits [..., n]."""
+        return self.head(self.ln_f(y))
 
     def __call__(self, batch, train: bool = False):
         """batch dict (see models.base) -> preds [B,K,act] (tanh) or logits [B,K,n]."""
-        x = self.embed(batch["rtg"], batch["states"], batch["actions"], batch["timesteps"])
+        x, mask = self.embed_batch(batch)
         x = self.drop(self.embed_ln(x), deterministic=not train)
-        mask = jnp.repeat(batch["mask"].astype(jnp.float32), 3, axis=1)
-        x = self.run_blocks(x, mask, train)
-        return self.action_head(x[:, 1::3])  # the state tokens
+        y = run_blocks(self.blocks, x, mask, train)
+        if self.tokens_per_step == 3:
+            y = y[:, 1::3]  # the s_t tokens
+        return self.action_head(y)
 
     def init_carry(self, batch_size: int):
         """The empty last-K window (`models.base.init_window`)."""
@@ -232,15 +252,16 @@ class TokenModule(nn.Module):
 
 
 class RecurrentTokenModule(TokenModule):
-    """A TokenModule whose blocks also run step by step, with a choice of inference.
+    """A TokenModule whose blocks also run token by token, with a choice of inference.
 
     inference "window": `step` re-runs the model on the last K steps (as TokenModule);
-    "recurrent": `step` feeds a_{t-1} (from the second step on), R_t and s_t to the blocks'
-    recurrent states (`interleaved_step`), O(1) per environment step. The recurrent state spans
-    the whole episode, so "recurrent" is only valid for a model trained on whole episodes from
-    their first step (`requires_whole_episode_training`; the trainer and evaluator check it).
-    A subclass supplies `init_block_states(batch_size)` (zero states; called on the unbound
-    module) and `step_blocks(states, x [B,H]) -> (states, y [B,H])`.
+    "recurrent": `step` advances the blocks' recurrent states, O(1) per environment step (the
+    interleaved layout feeds a_{t-1} from the second step on, R_t and s_t: `interleaved_step`).
+    The recurrent state spans the whole episode, so "recurrent" is only valid for a model trained
+    on whole episodes from their first step (`requires_whole_episode_training`; the trainer and
+    the evaluator check it). Carry: {"blocks": the blocks' states, "started": bool [B], False
+    until the episode's first step is done}. A subclass supplies `init_block_states(batch_size)`
+    (zero states; called on the unbound module); its blocks' `step` does the rest (`step_blocks`).
     """
 
     inference: str = "window"
@@ -257,10 +278,7 @@ class RecurrentTokenModule(TokenModule):
         return self.inference == "recurrent"
 
     def init_block_states(self, batch_size: int):
-        raise NotImplementedError
-
-    def step_blocks(self, states, x):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define init_block_states()")
 
     def init_carry(self, batch_size: int):
         if self.inference == "window":
@@ -268,11 +286,17 @@ class RecurrentTokenModule(TokenModule):
         return {"blocks": self.init_block_states(batch_size),
                 "started": jnp.zeros((batch_size,), bool)}
 
+    def recurrent_step(self, states, started, rtg_t, s_t, a_prev, t):
+        """One environment step through the blocks' recurrent states: (states, features [B,H]
+        of the s_t token). Interleaved tokens here; a layout with other tokens overrides it."""
+        return interleaved_step(self.embed, self.embed_ln,
+                                lambda st, x: step_blocks(self.blocks, st, x),
+                                states, started, rtg_t, s_t, a_prev, t)
+
     def step(self, carry, rtg_t, s_t, a_prev, t):
         """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
         if self.inference == "window":
             return super().step(carry, rtg_t, s_t, a_prev, t)
         started = carry["started"]
-        states, y = interleaved_step(self.embed, self.embed_ln, self.step_blocks,
-                                     carry["blocks"], started, rtg_t, s_t, a_prev, t)
+        states, y = self.recurrent_step(carry["blocks"], started, rtg_t, s_t, a_prev, t)
         return {"blocks": states, "started": jnp.ones_like(started)}, self.action_head(y)

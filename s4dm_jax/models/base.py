@@ -29,6 +29,12 @@ from s4dm_jax.nn.s4 import STEP_COLLECTION
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+def check_choice(field: str, value, choices) -> None:
+    """ValueError naming `field` unless `value` is one of `choices` (a config field's check)."""
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {sorted(choices)}, got {value!r}")
+
+
 class DecisionModel:
     """Return-conditioned sequence model with a training call and a recurrent `step`.
 
@@ -49,9 +55,7 @@ class DecisionModel:
     def __init__(self, name: str, module: nn.Module, *, obs_dim: int, act_dim: int,
                  discrete: bool, context_len: int, config: Mapping[str, Any],
                  compute_dtype: str = "float32"):
-        if compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
-                             f"{compute_dtype!r}")
+        check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
         self.compute_dtype = jnp.dtype(compute_dtype)
         self.name = name
         self.module = module
@@ -69,16 +73,9 @@ class DecisionModel:
     # ------------------------------------------------------------------ training path
     def dummy_batch(self, batch_size: int = 1, context_len: int | None = None) -> dict:
         """All-zero batch with mask ones (shapes only; used by `init`)."""
-        b, k = batch_size, context_len or self.context_len
-        if self.discrete:
-            actions = jnp.zeros((b, k), jnp.int32)
-        else:
-            actions = jnp.zeros((b, k, self.act_dim), jnp.float32)
-        return {"rtg": jnp.zeros((b, k), jnp.float32),
-                "states": jnp.zeros((b, k, self.obs_dim), jnp.float32),
-                "actions": actions,
-                "timesteps": jnp.zeros((b, k), jnp.int32),
-                "mask": jnp.ones((b, k), jnp.float32)}
+        window = init_window(batch_size, context_len or self.context_len, self.obs_dim,
+                             self.act_dim, self.discrete)
+        return {**window, "mask": jnp.ones_like(window["mask"])}
 
     def init(self, rng: jax.Array, batch_size: int = 1) -> dict:
         """Variables dict {"params": ...} for a fresh model (compiled; traceable too)."""

@@ -16,7 +16,7 @@ in kzl's experiment.py (CORL's DT uses exact GELU: activation="gelu").
 
 from __future__ import annotations
 
-from s4dm_jax.models.base import hyperparameter_defaults
+from s4dm_jax.models.base import check_choice, hyperparameter_defaults
 from s4dm_jax.models.tokens import TokenModule
 from s4dm_jax.nn.transformer import ACTIVATIONS, LAYER_NORM_EPS, TransformerBlock
 
@@ -34,9 +34,7 @@ class DecisionTransformerModule(TokenModule):
     layer_norm_eps = LAYER_NORM_EPS
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got "
-                             f"{self.activation!r}")
+        check_choice("activation", self.activation, ACTIVATIONS)
         super().__post_init__()
 
     def make_blocks(self):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import hyperparameter_defaults
+from s4dm_jax.models.base import check_choice, hyperparameter_defaults
 from s4dm_jax.models.tokens import (
     RecurrentTokenModule,
     StepEmbed,
@@ -61,9 +61,7 @@ class S4DMModule(RecurrentTokenModule):
     timestep_embedding: bool = False
 
     def __post_init__(self):
-        if self.token_layout not in TOKEN_LAYOUTS:
-            raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got "
-                             f"{self.token_layout!r}")
+        check_choice("token_layout", self.token_layout, TOKEN_LAYOUTS)
         super().__post_init__()
 
     @property

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import init_window, windowed_step
+from s4dm_jax.models.base import check_choice, init_window, windowed_step
 
 INFERENCE_MODES = ("window", "recurrent")
 
@@ -267,9 +267,7 @@ class RecurrentTokenModule(TokenModule):
     inference: str = "window"
 
     def __post_init__(self):
-        if self.inference not in INFERENCE_MODES:
-            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got "
-                             f"{self.inference!r}")
+        check_choice("inference", self.inference, INFERENCE_MODES)
         super().__post_init__()
 
     @property

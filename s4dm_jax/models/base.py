@@ -29,6 +29,12 @@ from s4dm_jax.nn.s4 import STEP_COLLECTION
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+def check_choice(field: str, value, choices) -> None:
+    """ValueError naming `field` unless `value` is one of `choices` (a config field's check)."""
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {sorted(choices)}, got {value!r}")
+
+
 class DecisionModel:
     """Return-conditioned sequence model with a training call and a recurrent `step`.
 
@@ -49,9 +55,7 @@ class DecisionModel:
     def __init__(self, name: str, module: nn.Module, *, obs_dim: int, act_dim: int,
                  discrete: bool, context_len: int, config: Mapping[str, Any],
                  compute_dtype: str = "float32"):
-        if compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
-                             f"{compute_dtype!r}")
+        check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
         self.compute_dtype = jnp.dtype(compute_dtype)
         self.name = name
         self.module = module
@@ -69,16 +73,9 @@ class DecisionModel:
     # ------------------------------------------------------------------ training path
     def dummy_batch(self, batch_size: int = 1, context_len: int | None = None) -> dict:
         """All-zero batch with mask ones (shapes only; used by `init`)."""
-        b, k = batch_size, context_len or self.context_len
-        if self.discrete:
-            actions = jnp.zeros((b, k), jnp.int32)
-        else:
-            actions = jnp.zeros((b, k, self.act_dim), jnp.float32)
-        return {"rtg": jnp.zeros((b, k), jnp.float32),
-                "states": jnp.zeros((b, k, self.obs_dim), jnp.float32),
-                "actions": actions,
-                "timesteps": jnp.zeros((b, k), jnp.int32),
-                "mask": jnp.ones((b, k), jnp.float32)}
+        window = init_window(batch_size, context_len or self.context_len, self.obs_dim,
+                             self.act_dim, self.discrete)
+        return {**window, "mask": jnp.ones_like(window["mask"])}
 
     def init(self, rng: jax.Array, batch_size: int = 1) -> dict:
         """Variables dict {"params": ...} for a fresh model (compiled; traceable too)."""
@@ -255,23 +252,6 @@ def windowed_step(model_call, window: dict, rtg_t, s_t, a_prev, t):
     w["timesteps"] = w["timesteps"].at[:, -1].set(t.astype(jnp.int32))
     w["mask"] = w["mask"].at[:, -1].set(1.0)
     return w, model_call(w)[:, -1]
-
-
-def embed_actions(actions: jax.Array, discrete: bool, act_dim: int) -> jax.Array:
-    """Model input for actions: f32 [..., act] unchanged, or one-hot f32 [..., n] of int indices.
-
-    (One-hot followed by a Dense layer is an embedding table; out-of-range padding values such as
-    -10 map to the zero vector.)
-    """
-    if discrete:
-        return jax.nn.one_hot(actions, act_dim, dtype=jnp.float32)
-    return actions.astype(jnp.float32)
-
-
-def action_head(x: jax.Array, act_dim: int, discrete: bool, name: str = "action_head"):
-    """Dense(act_dim) on features; tanh for continuous actions, raw logits for discrete."""
-    out = nn.Dense(act_dim, name=name)(x)
-    return out if discrete else jnp.tanh(out)
 
 
 def param_count(params) -> int:

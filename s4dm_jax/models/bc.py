@@ -5,7 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import action_head, hyperparameter_defaults
+from s4dm_jax.models.base import hyperparameter_defaults
+from s4dm_jax.models.tokens import ActionHead
 
 
 class BCModule(nn.Module):
@@ -25,7 +26,7 @@ class BCModule(nn.Module):
         for i, width in enumerate(self.hidden_dims):
             x = nn.relu(nn.Dense(int(width), name=f"dense_{i}")(x))
             x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return action_head(x, self.act_dim, self.discrete)
+        return ActionHead(self.act_dim, discrete=self.discrete, name="action_head")(x)
 
     def init_carry(self, batch_size: int):
         del batch_size

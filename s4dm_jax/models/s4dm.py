@@ -33,107 +33,63 @@ the parameters from `DecisionModel.prepare_step` (each layer's readout C from it
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax.numpy as jnp
 
-from s4dm_jax.models.base import (
+from s4dm_jax.models.base import check_choice, hyperparameter_defaults
+from s4dm_jax.models.tokens import (
+    RecurrentTokenModule,
+    StepEmbed,
+    TrajectoryEmbed,
     embed_actions,
-    hyperparameter_defaults,
-    init_window,
-    windowed_step,
 )
-from s4dm_jax.models.dt import TrajectoryEmbed, interleaved_step
 from s4dm_jax.nn.s4 import S4Config, S4Stack, s4_stack_init_state
 
 TOKEN_LAYOUTS = ("step", "interleaved")
-INFERENCE_MODES = ("recurrent", "window")
 
-class S4DMModule(nn.Module):
-    """S4 Decision Model. Fields: see DEFAULTS (d_model = H channels, d_state = N)."""
 
-    obs_dim: int
-    act_dim: int
-    discrete: bool = False
-    context_len: int = 20
+class S4DMModule(RecurrentTokenModule):
+    """S4 Decision Model (fields: RecurrentTokenModule's with d_model = H channels; ssm: the S4
+    layers' hyperparameters, d_state = N; remat: recompute block activations in the backward
+    pass; token_layout; timestep_embedding: add a learned timestep embedding to the tokens)."""
+
     d_model: int = 18  # S4DM has <= 15% of DT's parameters on hopper (13.7%)
     n_layers: int = 16
+    inference: str = "recurrent"
     ssm: S4Config = S4Config(d_state=256)
     remat: bool = False
-    dropout: float = 0.1
     token_layout: str = "step"
     timestep_embedding: bool = False
-    max_ep_len: int = 1000
-    inference: str = "recurrent"
 
     def __post_init__(self):
-        if self.inference not in INFERENCE_MODES:
-            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got "
-                             f"{self.inference!r}")
+        check_choice("token_layout", self.token_layout, TOKEN_LAYOUTS)
         super().__post_init__()
 
     @property
-    def requires_whole_episode_training(self) -> bool:
-        """The recurrent step's state spans the whole episode (see the module docstring)."""
-        return self.inference == "recurrent"
+    def tokens_per_step(self) -> int:
+        return 3 if self.token_layout == "interleaved" else 1
 
-    def setup(self):
-        if self.token_layout not in TOKEN_LAYOUTS:
-            raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got "
-                             f"{self.token_layout!r}")
-        h = self.d_model
+    def make_embed(self):
         if self.token_layout == "interleaved":
-            self.embed = TrajectoryEmbed(h, self.act_dim, self.discrete, self.max_ep_len,
-                                         use_timestep=self.timestep_embedding)
-        else:
-            self.embed_return = nn.Dense(h)
-            self.embed_state = nn.Dense(h)
-            self.embed_action = nn.Dense(h)
-            self.embed_token = nn.Dense(h)
-            if self.timestep_embedding:
-                self.embed_timestep = nn.Embed(self.max_ep_len, h)
-        self.embed_ln = nn.LayerNorm()
-        self.drop = nn.Dropout(self.dropout)
-        tokens_per_step = 3 if self.token_layout == "interleaved" else 1
-        self.blocks = S4Stack(self.n_layers, h, tokens_per_step * self.context_len, self.ssm,
-                              self.dropout, self.remat)
-        self.ln_f = nn.LayerNorm()
-        self.head = nn.Dense(self.act_dim)
+            return TrajectoryEmbed(self.d_model, self.act_dim, self.discrete, self.max_ep_len,
+                                   use_timestep=self.timestep_embedding)
+        return StepEmbed(self.d_model, self.max_ep_len, use_timestep=self.timestep_embedding)
 
-    # ------------------------------------------------------------------ shared pieces
-    def _step_tokens(self, rtg, states, a_prev, timesteps):
-        """One token per step: [..., H] from rtg [...], states [..., obs], a_prev (embedded)."""
-        tok = jnp.concatenate([
-            self.embed_return(rtg[..., None].astype(jnp.float32)),
-            self.embed_state(states.astype(jnp.float32)),
-            self.embed_action(a_prev),
-        ], axis=-1)
-        tok = self.embed_token(tok)
-        if self.timestep_embedding:
-            tok = tok + self.embed_timestep(jnp.clip(timesteps, 0, self.max_ep_len - 1))
-        return tok
-
-    def _out(self, x):
-        out = self.head(self.ln_f(x))
-        return out if self.discrete else jnp.tanh(out)
+    def make_blocks(self):
+        return S4Stack(self.n_layers, self.d_model, self.tokens_per_step * self.context_len,
+                       self.ssm, self.dropout, self.remat)
 
     # ------------------------------------------------------------------ training path
-    def __call__(self, batch, train: bool = False):
-        """batch dict (see models.base) -> preds [B,K,act] (tanh) or logits [B,K,n]."""
-        mask = batch["mask"].astype(jnp.float32)
+    def embed_batch(self, batch):
+        """batch dict -> (tokens [B,L,H], mask [B,L]); step layout: token t from R_t, s_t and
+        a_{t-1} (zero at the window start and after padding)."""
         if self.token_layout == "interleaved":
-            x = self.embed(batch["rtg"], batch["states"], batch["actions"], batch["timesteps"])
-            mask = jnp.repeat(mask, 3, axis=1)
-        else:
-            a = embed_actions(batch["actions"], self.discrete, self.act_dim)
-            a_prev = jnp.pad(a, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-            m_prev = jnp.pad(mask, ((0, 0), (1, 0)))[:, :-1]
-            x = self._step_tokens(batch["rtg"], batch["states"], a_prev * m_prev[..., None],
-                                  batch["timesteps"])
-        x = self.drop(self.embed_ln(x), deterministic=not train)
-        x = self.blocks(x, mask, train=train)
-        if self.token_layout == "interleaved":
-            x = x[:, 1::3]
-        return self._out(x)
+            return super().embed_batch(batch)
+        a = embed_actions(batch["actions"], self.discrete, self.act_dim)
+        a_prev = jnp.pad(a, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+        m_prev = jnp.pad(batch["mask"], ((0, 0), (1, 0)))[:, :-1]
+        x = self.embed(batch["rtg"], batch["states"], a_prev * m_prev[..., None],
+                       batch["timesteps"])
+        return x, batch["mask"].astype(x.dtype)
 
     # ------------------------------------------------------------------ inference path
     def setup_step(self) -> None:
@@ -142,31 +98,17 @@ class S4DMModule(nn.Module):
         if self.inference == "recurrent":
             self.blocks.setup_step()
 
-    def init_carry(self, batch_size: int):
-        if self.inference == "window":
-            return init_window(batch_size, self.context_len, self.obs_dim, self.act_dim,
-                               self.discrete)
-        ssm = s4_stack_init_state(batch_size, self.n_layers, self.d_model, self.ssm.d_state)
-        if self.token_layout == "interleaved":
-            return {"ssm": ssm, "started": jnp.zeros((batch_size,), bool)}
-        return {"ssm": ssm}
+    def init_block_states(self, batch_size: int):
+        return s4_stack_init_state(batch_size, self.n_layers, self.d_model, self.ssm.d_state)
 
-    def step(self, carry, rtg_t, s_t, a_prev, t):
-        """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""
-        if self.inference == "window":
-            return windowed_step(lambda w: self(w, train=False), carry, rtg_t, s_t, a_prev, t)
-        if self.token_layout == "step":
-            # no previous action at t = 0 (the training path shifts in a zero vector there;
-            # for discrete actions the int 0 passed at t = 0 would otherwise be one-hot(0))
-            a = embed_actions(a_prev, self.discrete, self.act_dim) * (t > 0)[:, None]
-            tok = self.embed_ln(self._step_tokens(rtg_t, s_t, a, t))
-            ssm, y = self.blocks.step(carry["ssm"], tok)
-            return {"ssm": ssm}, self._out(y)
-        # interleaved: a_{t-1} (from the second step on), R_t, s_t
-        started = carry["started"]
-        ssm, y = interleaved_step(self.embed, self.embed_ln, self.blocks.step, carry["ssm"],
-                                  started, rtg_t, s_t, a_prev, t)
-        return {"ssm": ssm, "started": jnp.ones_like(started)}, self._out(y)
+    def recurrent_step(self, states, started, rtg_t, s_t, a_prev, t):
+        """Interleaved: RecurrentTokenModule's. Step layout: one token (R_t, s_t, a_{t-1}), with
+        no previous action at the episode's first step (the training path shifts in a zero
+        vector there; for discrete actions the int 0 passed then would otherwise be one-hot(0))."""
+        if self.token_layout == "interleaved":
+            return super().recurrent_step(states, started, rtg_t, s_t, a_prev, t)
+        a = embed_actions(a_prev, self.discrete, self.act_dim) * started[:, None]
+        return self.blocks.step(states, self.embed_ln(self.embed(rtg_t, s_t, a, t)))
 
 
 DEFAULTS = hyperparameter_defaults(S4DMModule)

@@ -10,7 +10,11 @@ import jax
 
 from s4dm_jax.nn.mamba import MambaBlock, MambaResidualBlock, mamba_init_state
 from s4dm_jax.nn.s4 import STEP_COLLECTION, S4Block, S4Config, S4Layer, S4Stack, s4_init_state
-from s4dm_jax.nn.transformer import CausalSelfAttention, TransformerBlock
+from s4dm_jax.nn.transformer import (
+    TransformerBlock,
+    causal_attention_mask,
+    gpt2_self_attention,
+)
 
 # Leaf names of the S4 SSM parameters (see S4Layer). Mamba's A_log / dt_proj are not included:
 # Mamba trains them with the main learning rate, as the reference Mamba code does.
@@ -34,7 +38,7 @@ def ssm_param_mask(params):
 
 
 __all__ = [
-    "SSM_PARAM_NAMES", "STEP_COLLECTION", "CausalSelfAttention", "MambaBlock",
-    "MambaResidualBlock", "S4Block", "S4Config", "S4Layer", "S4Stack", "TransformerBlock",
-    "mamba_init_state", "s4_init_state", "ssm_param_mask",
+    "SSM_PARAM_NAMES", "STEP_COLLECTION", "MambaBlock", "MambaResidualBlock", "S4Block",
+    "S4Config", "S4Layer", "S4Stack", "TransformerBlock", "causal_attention_mask",
+    "gpt2_self_attention", "mamba_init_state", "s4_init_state", "ssm_param_mask",
 ]

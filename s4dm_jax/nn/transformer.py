@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 GPT2_INIT_STD = 0.02
@@ -24,57 +25,48 @@ ACTIVATIONS = {
     "gelu_tanh": functools.partial(nn.gelu, approximate=True),
 }
 
-# Large negative logit for masked attention entries (finite, so fully masked rows give a uniform
-# distribution instead of NaN; such rows only occur at padded query positions).
-_NEG = -1e9
+
+def causal_attention_mask(key_mask: jax.Array | None, length: int) -> jax.Array:
+    """Which keys each query may attend to: bool [B or 1, 1, T, T], True where key j <= query i
+    and key_mask[b, j] > 0 (key_mask [B, T], 1 = real token, 0 = padding; None: causal only)."""
+    causal = nn.make_causal_mask(jnp.ones((1, length)), dtype=jnp.bool_)
+    if key_mask is None:
+        return causal
+    padding = nn.make_attention_mask(jnp.ones_like(key_mask, jnp.bool_), key_mask > 0,
+                                     dtype=jnp.bool_)
+    return nn.combine_masks(causal, padding, dtype=jnp.bool_)
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention.
-
-    Attributes:
-      d_model: width H (divisible by n_heads).
-      n_heads: number of heads.
-      dropout: dropout rate on the attention weights and on the output.
-      init_std: std of the N(0, init_std) Dense weights (biases start at 0).
-    """
-
-    d_model: int
-    n_heads: int = 1
-    dropout: float = 0.0
-    init_std: float = GPT2_INIT_STD
-
-    @nn.compact
-    def __call__(self, x, key_mask=None, *, train: bool = False):
-        """x [B, T, H], key_mask [B, T] (1 = real token, 0 = padding) -> [B, T, H].
-
-        Query i attends to keys j <= i whose key_mask is 1.
-        """
-        b, t, h = x.shape
-        if h % self.n_heads:
-            raise ValueError(f"d_model={h} is not divisible by n_heads={self.n_heads}")
-        dh = h // self.n_heads
-        init = nn.initializers.normal(self.init_std)
-        qkv = nn.Dense(3 * h, kernel_init=init, name="qkv")(x)
-        q, k, v = jnp.split(qkv.reshape(b, t, 3, self.n_heads, dh), 3, axis=2)
-        q, k, v = (z[:, :, 0] for z in (q, k, v))  # [B, T, heads, dh]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(dh).astype(x.dtype)
-        allowed = jnp.tril(jnp.ones((t, t), bool))[None, None]
-        if key_mask is not None:
-            allowed = allowed & (key_mask[:, None, None, :] > 0)
-        logits = jnp.where(allowed, logits, jnp.asarray(_NEG, logits.dtype))
-        weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, h)
-        out = nn.Dense(h, kernel_init=init, name="proj")(out)
-        return nn.Dropout(self.dropout)(out, deterministic=not train)
+def gpt2_self_attention(d_model: int, n_heads: int = 1, dropout: float = 0.0,
+                        init_std: float = GPT2_INIT_STD,
+                        name: str | None = None) -> nn.MultiHeadDotProductAttention:
+    """GPT-2's multi-head self-attention as Flax's MultiHeadDotProductAttention: query, key,
+    value and output Dense with N(0, init_std) weights and zero biases, dropout on the attention
+    weights drawn independently per batch element, head, query and key (`broadcast_dropout=False`,
+    as PyTorch's nn.Dropout in GPT-2's attn_dropout), softmax in float32 under mixed precision.
+    Call it as attn(x [B,T,H], mask=causal_attention_mask(key_mask, T), deterministic=not train).
+    It computes the same function as GPT-2's fused c_attn / c_proj (tests/nn copy the weights
+    across from a fused hand-written attention); the residual dropout after the output
+    projection is the caller's (TransformerBlock)."""
+    if d_model % n_heads:
+        raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+    return nn.MultiHeadDotProductAttention(
+        num_heads=n_heads, qkv_features=d_model, out_features=d_model, dropout_rate=dropout,
+        broadcast_dropout=False, kernel_init=nn.initializers.normal(init_std),
+        force_fp32_for_softmax=True, name=name)
 
 
 class TransformerBlock(nn.Module):
-    """GPT-2 block: x += Attn(LN(x)); x += MLP(LN(x)) with MLP = Dense(4H), activation, Dense(H).
+    """GPT-2 block: x += Dropout(Attn(LN(x))); x += Dropout(MLP(LN(x))) with MLP = Dense(4H),
+    activation, Dense(H).
 
-    Attributes: d_model, n_heads, dropout (attention weights, attention output, MLP output),
-    mlp_ratio, activation (a key of ACTIVATIONS), init_std (N(0, init_std) Dense weights).
+    Attn: `gpt2_self_attention` under `causal_attention_mask`. Dropout placement as GPT-2 (and
+    kzl's DT): on the attention weights, then the residual dropout after the attention's output
+    projection and after the MLP.
+
+    Attributes: d_model, n_heads (divides d_model), dropout (attention weights, attention output,
+    MLP output), mlp_ratio, activation (a key of ACTIVATIONS), init_std (N(0, init_std) Dense
+    weights).
     """
 
     d_model: int
@@ -92,8 +84,10 @@ class TransformerBlock(nn.Module):
                              f"{self.activation!r}")
         init = nn.initializers.normal(self.init_std)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_1")(x)
-        x = x + CausalSelfAttention(self.d_model, self.n_heads, self.dropout, self.init_std,
-                                    name="attn")(y, key_mask, train=train)
+        attn = gpt2_self_attention(self.d_model, self.n_heads, self.dropout, self.init_std,
+                                   name="attn")
+        y = attn(y, mask=causal_attention_mask(key_mask, x.shape[1]), deterministic=not train)
+        x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_2")(x)
         y = nn.Dense(self.mlp_ratio * self.d_model, kernel_init=init, name="fc")(y)
         y = ACTIVATIONS[self.activation](y)

@@ -215,7 +215,9 @@ def test_dt_initialisation_matches_the_kzl_reference():
     p = jax.tree_util.tree_map(np.asarray, model.init(jax.random.PRNGKey(0))["params"])
     for i in range(n_layers):
         blk = p[f"blocks_{i}"]
-        for dense in (blk["attn"]["qkv"], blk["attn"]["proj"], blk["fc"], blk["fc_out"]):
+        attn = blk["attn"]
+        for dense in (attn["query"], attn["key"], attn["value"], attn["out"], blk["fc"],
+                      blk["fc_out"]):
             w = dense["kernel"]
             assert abs(w.std() / 0.02 - 1) < _std_tolerance(w.size, 0.0)
             assert abs(w.mean()) < 5 * 0.02 / np.sqrt(w.size)

@@ -2,9 +2,11 @@
 
     python experiments/report.py --protocol quick                 # results/benchmark/quick
     python experiments/report.py --protocol quick --out reports/quick --reps 50000
+    python experiments/report.py --study ablations --protocol quick   # results/ablations/quick
 
 Writes <out>/report.md (per-cell table with IQM and 95% stratified-bootstrap CIs, aggregate IQM,
-P(S4DM > baseline)), aggregate.png, aggregate_poi.png, curves.png, score_vs_params.png.
+P(S4DM > baseline)), aggregate.png, aggregate_poi.png, curves.png, score_vs_params.png; for
+the ablations: report.md (variants beside their grid cells, return conditioning), targets.png.
 """
 
 from __future__ import annotations

@@ -224,10 +224,124 @@ def plot_score_vs_params(rows: Sequence[dict], path: str) -> None:
     plt.close(fig)
 
 
+def targets_table(cells: Sequence[dict]) -> tuple[str, list[dict]]:
+    """Return conditioning (`targets` ablation cells): achieved return per target, mean and std
+    over seeds (each seed's mean over its episodes), one row per (dataset, model, target)."""
+    rows = []
+    for c in cells:
+        if c.get("ablation") != "targets" or c.get("status") != "finished":
+            continue
+        per_seed = np.asarray(c["achieved_per_seed"], np.float64)  # [targets, seeds]
+        for target, seeds, norm in zip(c["targets"], per_seed, c["normalized_mean"],
+                                       strict=True):
+            rows.append({"env": c["env"], "dataset": c["dataset"], "model": c["model"],
+                         "target": float(target), "mean": float(seeds.mean()),
+                         "std": float(seeds.std()), "normalized": norm,
+                         "seeds": len(seeds), "trained_steps": c["trained_steps"]})
+    if not rows:
+        return "(no return-conditioning evaluation has finished)", rows
+    lines = ["| dataset | model | target return | achieved mean +- std (seeds) | normalised |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        norm = "-" if r["normalized"] is None else f"{r['normalized']:.1f}"
+        lines.append(f"| {r['env']}-{r['dataset']} | {MODEL_NAMES.get(r['model'], r['model'])} "
+                     f"| {r['target']:g} | {r['mean']:.0f} +- {r['std']:.0f} | {norm} |")
+    return "\n".join(lines), rows
+
+
+def plot_targets(rows: Sequence[dict], path: str) -> None:
+    """Achieved vs target return per dataset (DT paper, Figure 4): mean over seeds with a +-std
+    band, the diagonal y = x for reference."""
+    tasks = sorted({(r["env"], r["dataset"]) for r in rows})
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=True):
+        mine = [r for r in rows if (r["env"], r["dataset"]) == task]
+        for m in MODEL_ORDER:
+            pts = sorted((r["target"], r["mean"], r["std"]) for r in mine if r["model"] == m)
+            if not pts:
+                continue
+            x, y, sd = (np.array(v) for v in zip(*pts, strict=True))
+            ax.plot(x, y, marker="o", label=MODEL_NAMES[m])
+            ax.fill_between(x, y - sd, y + sd, alpha=0.15)
+        lim = max(r["target"] for r in mine)
+        ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="achieved = target")
+        ax.set(title=f"{task[0]}-{task[1]}", xlabel="target return", ylabel="achieved return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
+                   reps: int = 2000) -> tuple[str, list[dict]]:
+    """Trained ablation variants (context, delayed, kernel) beside the grid cell of the same
+    model and dataset: IQM [95% CI] of the first target's normalised scores for each, and the
+    difference of the seed means."""
+    grid_by_key = {(c["env"], c["dataset"], c["model"]): c for c in grid_cells
+                   if c.get("status") == "finished"}
+    rows = []
+    for c in cells:
+        if c.get("status") != "finished" or "results" not in c:
+            continue
+        base = grid_by_key.get((c["env"], c["dataset"], c["model"]))
+        scores = episode_scores(c)
+        point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
+        row = {"env": c["env"], "dataset": c["dataset"], "model": c["model"],
+               "variant": c.get("name", c["model"]), "overrides": c.get("overrides", {}),
+               "mean": float(scores.mean()), "iqm": float(point["x"][0]),
+               "ci": [float(v) for v in ci["x"][:, 0]], "seeds": scores.shape[0]}
+        if base is not None:
+            bscores = episode_scores(base)
+            bpoint, bci = _iqm_ci({"x": bscores.reshape(-1, 1)}, reps)
+            row.update(grid_mean=float(bscores.mean()), grid_iqm=float(bpoint["x"][0]),
+                       grid_ci=[float(v) for v in bci["x"][:, 0]])
+        rows.append(row)
+    if not rows:
+        return "(no trained ablation variant has finished)", rows
+    lines = ["| dataset | variant | overrides | IQM [95% CI] | grid cell IQM [95% CI] | "
+             "mean - grid mean |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
+        grid_txt, diff = "-", "-"
+        if "grid_iqm" in r:
+            grid_txt = f"{r['grid_iqm']:.1f} [{r['grid_ci'][0]:.1f}, {r['grid_ci'][1]:.1f}]"
+            diff = f"{r['mean'] - r['grid_mean']:+.1f}"
+        lines.append(f"| {r['env']}-{r['dataset']} | {r['variant']} | {over} | {r['iqm']:.1f} "
+                     f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | {grid_txt} | {diff} |")
+    return "\n".join(lines), rows
+
+
+def write_ablations_report(results_root: str, out_dir: str, protocol: str = "quick",
+                           reps: int = 2000) -> str:
+    """Write <out_dir>/report.md (variants beside their grid cells, return conditioning) and
+    targets.png; returns the markdown."""
+    cells = load_cells(results_root, "ablations", protocol)
+    grid_cells = load_cells(results_root, "benchmark", protocol)
+    os.makedirs(out_dir, exist_ok=True)
+    variants, _ = variants_table(cells, grid_cells, reps)
+    targets, rows = targets_table(cells)
+    plot_targets(rows, os.path.join(out_dir, "targets.png"))
+    text = "\n\n".join([
+        f"# ablations / {protocol}",
+        "Trained variants beside the grid cell of the same model and dataset (normalised "
+        "scores at the first target return; IQM over seeds x episodes, 95% stratified-"
+        "bootstrap CIs):", variants,
+        "Return conditioning (evaluation of the grid cells at a range of target returns; "
+        "targets.png):", targets])
+    with open(os.path.join(out_dir, "report.md"), "w") as fh:
+        fh.write(text + "\n")
+    return text
+
+
 def write_report(results_root: str, out_dir: str, study: str = "benchmark",
                  protocol: str = "quick", reps: int = 2000) -> str:
     """Write <out_dir>/report.md, aggregate.png, aggregate_poi.png, curves.png,
-    score_vs_params.png; returns the markdown."""
+    score_vs_params.png (study "ablations": see write_ablations_report); returns the
+    markdown."""
+    if study == "ablations":
+        return write_ablations_report(results_root, out_dir, protocol, reps)
     cells = load_cells(results_root, study, protocol)
     os.makedirs(out_dir, exist_ok=True)
     table, rows = cell_table(cells, reps)

@@ -61,3 +61,34 @@ def test_iqm_and_intervals_match_an_independent_computation(tmp_path):
     for name in ("report.md", "aggregate.png", "aggregate_poi.png", "curves.png",
                  "score_vs_params.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
+    rng = np.random.default_rng(1)
+    grid = rng.normal(50, 5, size=(3, 6))
+    delayed = rng.normal(30, 5, size=(3, 6))
+    _write(str(tmp_path), [_cell("hopper", "medium", "s4dm", grid, 100)])
+    variant = {**_cell("hopper", "medium", "s4dm", delayed, 100), "name": "s4dm-delayed",
+               "overrides": {"delayed_reward": True}}
+    per_seed = [[100.0, 200.0, 300.0], [400.0, 500.0, 600.0]]  # [targets, seeds]
+    targets = {"study": "ablations", "ablation": "targets", "env": "hopper",
+               "dataset": "medium", "model": "s4dm", "status": "finished",
+               "targets": [900.0, 1800.0], "achieved_per_seed": per_seed,
+               "achieved_mean": [200.0, 500.0], "normalized_mean": [5.0, 14.0],
+               "trained_steps": 10}
+    d = tmp_path / "ablations" / "quick" / "hopper-medium"
+    d.mkdir(parents=True)
+    (d / "s4dm-delayed.json").write_text(json.dumps(variant))
+    (d / "s4dm-targets.json").write_text(json.dumps(targets))
+
+    md = report.write_report(str(tmp_path), str(tmp_path / "out"), study="ablations", reps=200)
+    _, rows = report.variants_table(report.load_cells(str(tmp_path), "ablations"),
+                                    report.load_cells(str(tmp_path)), reps=200)
+    (row,) = rows
+    np.testing.assert_allclose(row["iqm"], stats.trim_mean(delayed.reshape(-1), 0.25),
+                               rtol=1e-9)
+    np.testing.assert_allclose(row["grid_iqm"], stats.trim_mean(grid.reshape(-1), 0.25),
+                               rtol=1e-9)
+    assert f"{delayed.mean() - grid.mean():+.1f}" in md and "delayed_reward=True" in md
+    assert "| hopper-medium | S4DM | 1800 | 500 +- 82 |" in md  # std over seeds: 81.6
+    assert (tmp_path / "out" / "targets.png").stat().st_size > 0

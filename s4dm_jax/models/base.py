@@ -251,7 +251,12 @@ def windowed_step(model_call, window: dict, rtg_t, s_t, a_prev, t):
     w["states"] = w["states"].at[:, -1].set(s_t.astype(jnp.float32))
     w["timesteps"] = w["timesteps"].at[:, -1].set(t.astype(jnp.int32))
     w["mask"] = w["mask"].at[:, -1].set(1.0)
-    return w, model_call(w)[:, -1]
+    # the window is stored in float32; the model runs on it in rtg_t's dtype (bfloat16 under
+    # mixed precision)
+    dtype = rtg_t.dtype if jnp.issubdtype(rtg_t.dtype, jnp.floating) else jnp.float32
+    run = {k: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
+           for k, v in w.items()}
+    return w, model_call(run)[:, -1]
 
 
 def param_count(params) -> int:

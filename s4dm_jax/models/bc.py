@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from s4dm_jax.models.base import hyperparameter_defaults
-from s4dm_jax.models.tokens import ActionHead
+from s4dm_jax.models.tokens import ActionHead, as_float
 
 
 class BCModule(nn.Module):
@@ -22,7 +21,7 @@ class BCModule(nn.Module):
     @nn.compact
     def __call__(self, batch, train: bool = False):
         """batch dict -> preds [B,K,act] (tanh) or logits [B,K,n]; only states are read."""
-        x = batch["states"].astype(jnp.float32)
+        x = as_float(batch["states"])
         for i, width in enumerate(self.hidden_dims):
             x = nn.relu(nn.Dense(int(width), name=f"dense_{i}")(x))
             x = nn.Dropout(self.dropout)(x, deterministic=not train)

@@ -40,6 +40,7 @@ from s4dm_jax.models.tokens import (
     RecurrentTokenModule,
     StepEmbed,
     TrajectoryEmbed,
+    as_float,
     embed_actions,
 )
 from s4dm_jax.nn.s4 import S4Config, S4Stack, s4_stack_init_state
@@ -84,7 +85,8 @@ class S4DMModule(RecurrentTokenModule):
         a_{t-1} (zero at the window start and after padding)."""
         if self.token_layout == "interleaved":
             return super().embed_batch(batch)
-        a = embed_actions(batch["actions"], self.discrete, self.act_dim)
+        a = embed_actions(batch["actions"], self.discrete, self.act_dim,
+                          as_float(batch["rtg"]).dtype)
         a_prev = jnp.pad(a, ((0, 0), (1, 0), (0, 0)))[:, :-1]
         m_prev = jnp.pad(batch["mask"], ((0, 0), (1, 0)))[:, :-1]
         x = self.embed(batch["rtg"], batch["states"], a_prev * m_prev[..., None],
@@ -107,7 +109,8 @@ class S4DMModule(RecurrentTokenModule):
         vector there; for discrete actions the int 0 passed then would otherwise be one-hot(0))."""
         if self.token_layout == "interleaved":
             return super().recurrent_step(states, started, rtg_t, s_t, a_prev, t)
-        a = embed_actions(a_prev, self.discrete, self.act_dim) * started[:, None]
+        a = (embed_actions(a_prev, self.discrete, self.act_dim, as_float(rtg_t).dtype)
+             * started[:, None])
         return self.blocks.step(states, self.embed_ln(self.embed(rtg_t, s_t, a, t)))
 
 

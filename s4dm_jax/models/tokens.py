@@ -27,15 +27,24 @@ from s4dm_jax.models.base import check_choice, init_window, windowed_step
 INFERENCE_MODES = ("window", "recurrent")
 
 
-def embed_actions(actions: jax.Array, discrete: bool, act_dim: int) -> jax.Array:
-    """Model input for actions: f32 [..., act] unchanged, or one-hot f32 [..., n] of int indices.
+def as_float(x: jax.Array) -> jax.Array:
+    """A model input as floats: floating arrays keep their dtype (bfloat16 under mixed
+    precision, see DecisionModel.compute_dtype), others become float32."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def embed_actions(actions: jax.Array, discrete: bool, act_dim: int,
+                  dtype=jnp.float32) -> jax.Array:
+    """Model input for actions: [..., act] floats unchanged (`as_float`), or one-hot [..., n]
+    in `dtype` (the other inputs' dtype) of int indices.
 
     (One-hot followed by a Dense layer is an embedding table; out-of-range padding values such as
     -10 map to the zero vector.)
     """
     if discrete:
-        return jax.nn.one_hot(actions, act_dim, dtype=jnp.float32)
-    return actions.astype(jnp.float32)
+        return jax.nn.one_hot(actions, act_dim, dtype=dtype)
+    return as_float(actions)
 
 
 def torch_linear_init(fan_in: int):
@@ -96,9 +105,10 @@ class TrajectoryEmbed(nn.Module):
     @nn.compact
     def __call__(self, rtg, states, actions, timesteps):
         """rtg [B,K], states [B,K,obs], actions [B,K,act] | int [B,K], timesteps int [B,K]."""
-        r = self._dense(1, "embed_return")(rtg[..., None].astype(jnp.float32))
-        s = self._dense(states.shape[-1], "embed_state")(states.astype(jnp.float32))
-        a_in = embed_actions(actions, self.discrete, self.act_dim)
+        rtg = as_float(rtg)
+        r = self._dense(1, "embed_return")(rtg[..., None])
+        s = self._dense(states.shape[-1], "embed_state")(as_float(states))
+        a_in = embed_actions(actions, self.discrete, self.act_dim, rtg.dtype)
         a = self._dense(a_in.shape[-1], "embed_action")(a_in)
         if self.use_timestep:
             t = jnp.clip(timesteps, 0, self.max_ep_len - 1)
@@ -124,8 +134,8 @@ class StepEmbed(nn.Module):
         int [...] -> tokens [..., H]."""
         h = self.d_model
         tok = jnp.concatenate([
-            nn.Dense(h, name="embed_return")(rtg[..., None].astype(jnp.float32)),
-            nn.Dense(h, name="embed_state")(states.astype(jnp.float32)),
+            nn.Dense(h, name="embed_return")(as_float(rtg)[..., None]),
+            nn.Dense(h, name="embed_state")(as_float(states)),
             nn.Dense(h, name="embed_action")(a_prev),
         ], axis=-1)
         tok = nn.Dense(h, name="embed_token")(tok)

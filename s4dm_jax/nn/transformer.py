@@ -37,6 +37,20 @@ def causal_attention_mask(key_mask: jax.Array | None, length: int) -> jax.Array:
     return nn.combine_masks(causal, padding, dtype=jnp.bool_)
 
 
+def _queries_times_keys(subscripts: str, queries: jax.Array, keys: jax.Array,
+                        **kwargs) -> jax.Array:
+    """The attention logits einsum (Flax's, given explicitly because Flax takes both einsums
+    or neither)."""
+    return jnp.einsum(subscripts, queries, keys, **kwargs)
+
+
+def _weights_times_values(subscripts: str, weights: jax.Array, values: jax.Array,
+                          **kwargs) -> jax.Array:
+    """The attention weights x values einsum, with the weights (float32 after the float32
+    softmax) in the values' dtype, so the rest of the block keeps the compute dtype."""
+    return jnp.einsum(subscripts, weights.astype(values.dtype), values, **kwargs)
+
+
 def gpt2_self_attention(d_model: int, n_heads: int = 1, dropout: float = 0.0,
                         init_std: float = GPT2_INIT_STD,
                         name: str | None = None) -> nn.MultiHeadDotProductAttention:
@@ -53,7 +67,9 @@ def gpt2_self_attention(d_model: int, n_heads: int = 1, dropout: float = 0.0,
     return nn.MultiHeadDotProductAttention(
         num_heads=n_heads, qkv_features=d_model, out_features=d_model, dropout_rate=dropout,
         broadcast_dropout=False, kernel_init=nn.initializers.normal(init_std),
-        force_fp32_for_softmax=True, name=name)
+        force_fp32_for_softmax=True,
+        qk_attn_weights_einsum_cls=lambda: _queries_times_keys,
+        attn_weights_value_einsum_cls=lambda: _weights_times_values, name=name)
 
 
 class TransformerBlock(nn.Module):

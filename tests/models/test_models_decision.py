@@ -278,3 +278,42 @@ def test_mixed_precision_bfloat16_model_tracks_float32_and_steps_like_its_call(k
     grads = jax.grad(lambda p: bf16.loss(p, ep, jax.random.PRNGKey(2))[0])(params)
     leaves = jax.tree_util.tree_leaves(grads)
     assert all(g.dtype == np.float32 and np.all(np.isfinite(g)) for g in leaves)
+
+
+def _dot_dtypes(jaxpr) -> list[str]:
+    """Output dtypes of every dot_general in a jaxpr, sub-jaxprs (scan, remat, custom VJPs)
+    included, in program order."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append(str(eqn.outvars[0].aval.dtype))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    out += _dot_dtypes(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    out += _dot_dtypes(sub)
+    return out
+
+
+@pytest.mark.parametrize("key", ["s4dm", "dt", "mamba", "bc"])
+def test_mixed_precision_matmuls_run_in_bfloat16(key):
+    """Under compute_dtype="bfloat16" the network's matmuls run in bfloat16, in training and in
+    `step`; float32 only inside the islands (S4 kernel and convolution, the Mamba scan). (A
+    float32 cast of the inputs or of the softmax output used to promote everything after it.)"""
+    name = key.split("_")[0]
+    model = make_model(name, OBS, ACT, **SMALL[key], compute_dtype="bfloat16")
+    params = model.init(jax.random.PRNGKey(0))
+    ep = random_episode(jax.random.PRNGKey(1), 10)
+    train = _dot_dtypes(jax.make_jaxpr(lambda p: model.apply(p, ep))(params).jaxpr)
+    prepared, carry = model.prepare_step(params), model.init_carry(ep["rtg"].shape[0])
+    step = _dot_dtypes(jax.make_jaxpr(lambda p, c: model.step(
+        p, c, ep["rtg"][:, 0], ep["states"][:, 0], jnp.zeros_like(ep["actions"][:, 0]),
+        ep["timesteps"][:, 0]))(prepared, carry).jaxpr)
+    for dots in (train, step):
+        assert dots[-1] == "bfloat16"  # the action head
+        islands = sum(d != "bfloat16" for d in dots)
+        if name in ("dt", "bc"):
+            assert islands == 0, dots
+        else:
+            assert dots.count("bfloat16") >= 2 * islands, dots

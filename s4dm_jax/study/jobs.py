@@ -9,7 +9,10 @@ jobs submitted at once), or inline in this process ("debug": for tests and noteb
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +47,35 @@ def _wait(job, label: str, report_every_s: float) -> Any:
     return job.result()
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """Within the block (main thread only), SIGTERM raises SystemExit, so the launcher's
+    cleanup runs when it is killed; the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_or_cancel(job, label: str, report_every_s: float) -> Any:
+    """`_wait`, cancelling the job (SIGINT: it stops after its current chunk; a killed cell
+    resumes from its checkpoint) if the launcher is interrupted or terminated, so no job keeps
+    running without its launcher."""
+    try:
+        return _wait(job, label, report_every_s)
+    except BaseException:
+        job.cancel(check=False)
+        raise
+
+
 def run_jobs(fn: Callable, args: Sequence[tuple], *, executor: str = "local",
              folder: str = "runs/jobs", slurm: dict | None = None, labels=None,
              report_every_s: float = 30.0) -> list[Any]:
@@ -60,10 +92,11 @@ def run_jobs(fn: Callable, args: Sequence[tuple], *, executor: str = "local",
         print(f"submitted {len(jobs)} Slurm jobs ({jobs[0].job_id}...); logs in {folder}")
         return [job.result() for job in jobs]
     results = []
-    for a, label in zip(args, labels, strict=True):
-        job = ex.submit(fn, *a)
-        if executor == "local":
-            print(f"[{label}] job {job.job_id}, log {job.paths.stderr}", flush=True)
-        results.append(_wait(job, label, report_every_s) if executor == "local"
-                       else job.result())
+    with _sigterm_as_exit():
+        for a, label in zip(args, labels, strict=True):
+            job = ex.submit(fn, *a)
+            if executor == "local":
+                print(f"[{label}] job {job.job_id}, log {job.paths.stderr}", flush=True)
+            results.append(_wait_or_cancel(job, label, report_every_s) if executor == "local"
+                           else job.result())
     return results

@@ -35,18 +35,6 @@ def make_executor(executor: str, folder: str, slurm: dict | None = None,
     return ex
 
 
-def _wait(job, label: str, report_every_s: float) -> Any:
-    """Wait for a local job, printing its latest log line every `report_every_s` seconds."""
-    last = time.monotonic()
-    while not job.done():
-        time.sleep(1.0)
-        if time.monotonic() - last >= report_every_s:
-            last = time.monotonic()
-            lines = (job.stderr() or "").replace("\r", "\n").strip().splitlines()
-            print(f"  [{label}] {lines[-1][-150:] if lines else 'starting'}", flush=True)
-    return job.result()
-
-
 @contextlib.contextmanager
 def _sigterm_as_exit():
     """Within the block (main thread only), SIGTERM raises SystemExit, so the launcher's
@@ -65,12 +53,20 @@ def _sigterm_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _wait_or_cancel(job, label: str, report_every_s: float) -> Any:
-    """`_wait`, cancelling the job (SIGINT: it stops after its current chunk; a killed cell
-    resumes from its checkpoint) if the launcher is interrupted or terminated, so no job keeps
+def _wait(job, label: str, report_every_s: float) -> Any:
+    """Wait for a local job, printing its latest log line every `report_every_s` seconds. If
+    the launcher is interrupted or terminated meanwhile, the job is cancelled (SIGINT: it stops
+    after its current chunk; a killed cell resumes from its checkpoint), so no job keeps
     running without its launcher."""
     try:
-        return _wait(job, label, report_every_s)
+        last = time.monotonic()
+        while not job.done():
+            time.sleep(1.0)
+            if time.monotonic() - last >= report_every_s:
+                last = time.monotonic()
+                lines = (job.stderr() or "").replace("\r", "\n").strip().splitlines()
+                print(f"  [{label}] {lines[-1][-150:] if lines else 'starting'}", flush=True)
+        return job.result()
     except BaseException:
         job.cancel(check=False)
         raise
@@ -97,6 +93,6 @@ def run_jobs(fn: Callable, args: Sequence[tuple], *, executor: str = "local",
             job = ex.submit(fn, *a)
             if executor == "local":
                 print(f"[{label}] job {job.job_id}, log {job.paths.stderr}", flush=True)
-            results.append(_wait_or_cancel(job, label, report_every_s) if executor == "local"
+            results.append(_wait(job, label, report_every_s) if executor == "local"
                            else job.result())
     return results

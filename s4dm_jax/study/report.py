@@ -281,6 +281,7 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
     difference of the seed means."""
     grid_by_key = {(c["env"], c["dataset"], c["model"]): c for c in grid_cells
                    if c.get("status") == "finished"}
+    grid_stats = {}  # key -> (mean, IQM, CI) of a grid cell, bootstrapped once per cell
     rows = []
     for c in cells:
         if c.get("status") != "finished" or "results" not in c:
@@ -293,10 +294,13 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
                "mean": float(scores.mean()), "iqm": float(point["x"][0]),
                "ci": [float(v) for v in ci["x"][:, 0]], "seeds": scores.shape[0]}
         if base is not None:
-            bscores = episode_scores(base)
-            bpoint, bci = _iqm_ci({"x": bscores.reshape(-1, 1)}, reps)
-            row.update(grid_mean=float(bscores.mean()), grid_iqm=float(bpoint["x"][0]),
-                       grid_ci=[float(v) for v in bci["x"][:, 0]])
+            key = (c["env"], c["dataset"], c["model"])
+            if key not in grid_stats:
+                bscores = episode_scores(base)
+                bpoint, bci = _iqm_ci({"x": bscores.reshape(-1, 1)}, reps)
+                grid_stats[key] = (float(bscores.mean()), float(bpoint["x"][0]),
+                                   [float(v) for v in bci["x"][:, 0]])
+            row.update(zip(("grid_mean", "grid_iqm", "grid_ci"), grid_stats[key], strict=True))
         rows.append(row)
     if not rows:
         return "(no trained ablation variant has finished)", rows

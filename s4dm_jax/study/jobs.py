@@ -36,9 +36,12 @@ def make_executor(executor: str, folder: str, slurm: dict | None = None,
 
 
 @contextlib.contextmanager
-def _sigterm_as_exit():
+def _launcher_signals():
     """Within the block (main thread only), SIGTERM raises SystemExit, so the launcher's
-    cleanup runs when it is killed; the previous handler is restored on exit."""
+    cleanup runs when it is killed, and SIGINT is not ignored: a launcher started in the
+    background (`nohup cmd &`) inherits SIGINT ignored and would pass that on to the job
+    processes it starts, so that cancelling a job (submitit sends SIGINT) did nothing. The
+    previous handlers are restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -46,11 +49,15 @@ def _sigterm_as_exit():
     def _exit(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, _exit)
+    previous_term = signal.signal(signal.SIGTERM, _exit)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _wait(job, label: str, report_every_s: float) -> Any:
@@ -88,7 +95,7 @@ def run_jobs(fn: Callable, args: Sequence[tuple], *, executor: str = "local",
         print(f"submitted {len(jobs)} Slurm jobs ({jobs[0].job_id}...); logs in {folder}")
         return [job.result() for job in jobs]
     results = []
-    with _sigterm_as_exit():
+    with _launcher_signals():
         for a, label in zip(args, labels, strict=True):
             job = ex.submit(fn, *a)
             if executor == "local":

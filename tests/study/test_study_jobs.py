@@ -1,4 +1,6 @@
-"""A local submitit job does not outlive its launcher: SIGTERM to the launcher cancels it."""
+"""A local submitit job does not outlive its launcher: SIGTERM to the launcher stops the job's
+controller and the task process it runs, also when the launcher was started in the background
+with SIGINT ignored (`nohup ... &`), which is how long study runs are launched."""
 
 import os
 import re
@@ -6,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 LAUNCHER = """
 import sys, time
@@ -19,23 +23,55 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
-        return fh.read().split(")")[-1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
-def test_terminating_the_launcher_cancels_its_running_job(tmp_path):
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().split(")")[-1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "background"])
+def test_terminating_the_launcher_stops_its_job_and_task(tmp_path, sigint_ignored):
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "jobs")],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, preexec_fn=ignore)
+    tasks: list[int] = []
     try:
         line = proc.stdout.readline()
-        pid = int(re.search(r"job (\d+)", line).group(1))
-        assert _alive(pid)
-        time.sleep(2)
+        controller = int(re.search(r"job (\d+)", line).group(1))
+        assert _alive(controller)
+        assert _wait_for(lambda: bool(_children(controller)), 30), "the job started no task"
+        tasks = _children(controller)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _alive(pid), "the job kept running after its launcher was terminated"
+        assert _wait_for(lambda: not _alive(controller), 30), \
+            "the job's controller kept running after its launcher was terminated"
+        assert _wait_for(lambda: not any(_alive(t) for t in tasks), 30), \
+            "the job's task kept running after its launcher was terminated"
     finally:
         proc.kill()
+        for pid in tasks:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -6,6 +6,7 @@ import flax.linen as nn
 
 from s4dm_jax.models.base import hyperparameter_defaults
 from s4dm_jax.models.tokens import ActionHead, as_float
+from s4dm_jax.nn.dropout import Dropout
 
 
 class BCModule(nn.Module):
@@ -24,7 +25,7 @@ class BCModule(nn.Module):
         x = as_float(batch["states"])
         for i, width in enumerate(self.hidden_dims):
             x = nn.relu(nn.Dense(int(width), name=f"dense_{i}")(x))
-            x = nn.Dropout(self.dropout)(x, deterministic=not train)
+            x = Dropout(self.dropout)(x, deterministic=not train)
         return ActionHead(self.act_dim, discrete=self.discrete, name="action_head")(x)
 
     def init_carry(self, batch_size: int):

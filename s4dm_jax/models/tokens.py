@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from s4dm_jax.models.base import check_choice, init_window, windowed_step
+from s4dm_jax.nn.dropout import Dropout
 
 INFERENCE_MODES = ("window", "recurrent")
 
@@ -225,7 +226,7 @@ class TokenModule(nn.Module):
     def setup(self):
         self.embed = self.make_embed()
         self.embed_ln = nn.LayerNorm(epsilon=self.layer_norm_eps)
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
         self.blocks = self.make_blocks()
         self.ln_f = nn.LayerNorm(epsilon=self.layer_norm_eps)
         init = ({"kernel_init": torch_linear_init(self.d_model),

@@ -1,4 +1,5 @@
-"""Flax linen layers: S4 / S4D layer and block, GPT-2 style causal transformer block, Mamba block.
+"""Flax linen layers: S4 / S4D layer and block, GPT-2 style causal transformer block, Mamba block,
+and the dropout they all use.
 
 `ssm_param_mask(params)` marks the S4 SSM parameters (Lambda, P, B real/imag parts and log_dt)
 so the optimiser can give them their own learning rate and no weight decay.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import jax
 
+from s4dm_jax.nn.dropout import Dropout
 from s4dm_jax.nn.mamba import MambaBlock, MambaResidualBlock, mamba_init_state
 from s4dm_jax.nn.s4 import STEP_COLLECTION, S4Block, S4Config, S4Layer, S4Stack, s4_init_state
 from s4dm_jax.nn.transformer import (
     TransformerBlock,
     causal_attention_mask,
+    gpt2_attention,
     gpt2_self_attention,
 )
 
@@ -38,7 +41,7 @@ def ssm_param_mask(params):
 
 
 __all__ = [
-    "SSM_PARAM_NAMES", "STEP_COLLECTION", "MambaBlock", "MambaResidualBlock", "S4Block",
+    "SSM_PARAM_NAMES", "STEP_COLLECTION", "Dropout", "MambaBlock", "MambaResidualBlock", "S4Block",
     "S4Config", "S4Layer", "S4Stack", "TransformerBlock", "causal_attention_mask",
-    "gpt2_self_attention", "mamba_init_state", "s4_init_state", "ssm_param_mask",
+    "gpt2_attention", "gpt2_self_attention", "mamba_init_state", "s4_init_state", "ssm_param_mask",
 ]

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s4dm_jax.nn.dropout import Dropout
 from s4dm_jax.ssm import selective
 
 
@@ -176,7 +177,7 @@ class MambaResidualBlock(nn.Module):
         self.ln_2 = nn.LayerNorm()
         self.fc = nn.Dense(self.mlp_ratio * self.d_model)
         self.fc_out = nn.Dense(self.d_model)
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
 
     def _mlp(self, x, train):
         y = self.fc_out(nn.gelu(self.fc(self.ln_2(x))))

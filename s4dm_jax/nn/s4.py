@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from s4dm_jax.nn.dropout import Dropout
 from s4dm_jax.ssm import conv, discretize, hippo, kernels, recurrence
 
 MEASURES = hippo.MEASURES
@@ -279,7 +280,7 @@ class S4Block(nn.Module):
         self.norm = nn.LayerNorm()
         self.s4 = S4Layer(self.d_model, self.l_max, self.ssm)
         self.out = nn.Dense(2 * self.d_model)
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
 
     def _post(self, x, y, train):
         y = self.drop(nn.gelu(y), deterministic=not train)

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s4dm_jax.nn.dropout import Dropout, apply_dropout
+
 GPT2_INIT_STD = 0.02
 LAYER_NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon and PyTorch's LayerNorm default
 
@@ -37,27 +39,30 @@ def causal_attention_mask(key_mask: jax.Array | None, length: int) -> jax.Array:
     return nn.combine_masks(causal, padding, dtype=jnp.bool_)
 
 
-def _queries_times_keys(subscripts: str, queries: jax.Array, keys: jax.Array,
-                        **kwargs) -> jax.Array:
-    """The attention logits einsum (Flax's, given explicitly because Flax takes both einsums
-    or neither)."""
-    return jnp.einsum(subscripts, queries, keys, **kwargs)
-
-
-def _weights_times_values(subscripts: str, weights: jax.Array, values: jax.Array,
-                          **kwargs) -> jax.Array:
-    """The attention weights x values einsum, with the weights (float32 after the float32
-    softmax) in the values' dtype, so the rest of the block keeps the compute dtype."""
-    return jnp.einsum(subscripts, weights.astype(values.dtype), values, **kwargs)
+def gpt2_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate: float = 0.0,
+                   deterministic: bool = True, dtype=None, precision=None,
+                   force_fp32_for_softmax: bool = False) -> jax.Array:
+    """Flax's `dot_product_attention` (the `attention_fn` of MultiHeadDotProductAttention:
+    query, key, value [B, T, heads, d] -> [B, T, heads, d]) with the package's dropout
+    (`nn.dropout`) on the attention weights, drawn per batch element, head, query and key (as
+    PyTorch's nn.Dropout in GPT-2's attn_dropout), and the weights (float32 after a float32
+    softmax) multiplied with the values in the values' dtype, so the rest of the block keeps the
+    compute dtype."""
+    weights = nn.dot_product_attention_weights(
+        query, key, mask=mask, deterministic=True, dtype=dtype, precision=precision,
+        force_fp32_for_softmax=force_fp32_for_softmax)
+    if not deterministic and dropout_rate > 0.0:
+        weights = apply_dropout(weights, dropout_rng, dropout_rate)
+    return jnp.einsum("...hqk,...khd->...qhd", weights.astype(value.dtype), value,
+                      precision=precision)
 
 
 def gpt2_self_attention(d_model: int, n_heads: int = 1, dropout: float = 0.0,
                         init_std: float = GPT2_INIT_STD,
                         name: str | None = None) -> nn.MultiHeadDotProductAttention:
     """GPT-2's multi-head self-attention as Flax's MultiHeadDotProductAttention: query, key,
-    value and output Dense with N(0, init_std) weights and zero biases, dropout on the attention
-    weights drawn independently per batch element, head, query and key (`broadcast_dropout=False`,
-    as PyTorch's nn.Dropout in GPT-2's attn_dropout), softmax in float32 under mixed precision.
+    value and output Dense with N(0, init_std) weights and zero biases, `gpt2_attention` (dropout
+    on the attention weights per element, softmax in float32 under mixed precision).
     Call it as attn(x [B,T,H], mask=causal_attention_mask(key_mask, T), deterministic=not train).
     It computes the same function as GPT-2's fused c_attn / c_proj (tests/nn copy the weights
     across from a fused hand-written attention); the residual dropout after the output
@@ -67,9 +72,7 @@ def gpt2_self_attention(d_model: int, n_heads: int = 1, dropout: float = 0.0,
     return nn.MultiHeadDotProductAttention(
         num_heads=n_heads, qkv_features=d_model, out_features=d_model, dropout_rate=dropout,
         broadcast_dropout=False, kernel_init=nn.initializers.normal(init_std),
-        force_fp32_for_softmax=True,
-        qk_attn_weights_einsum_cls=lambda: _queries_times_keys,
-        attn_weights_value_einsum_cls=lambda: _weights_times_values, name=name)
+        force_fp32_for_softmax=True, attention_fn=gpt2_attention, name=name)
 
 
 class TransformerBlock(nn.Module):
@@ -103,9 +106,9 @@ class TransformerBlock(nn.Module):
         attn = gpt2_self_attention(self.d_model, self.n_heads, self.dropout, self.init_std,
                                    name="attn")
         y = attn(y, mask=causal_attention_mask(key_mask, x.shape[1]), deterministic=not train)
-        x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
+        x = x + Dropout(self.dropout)(y, deterministic=not train)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_2")(x)
         y = nn.Dense(self.mlp_ratio * self.d_model, kernel_init=init, name="fc")(y)
         y = ACTIVATIONS[self.activation](y)
         y = nn.Dense(self.d_model, kernel_init=init, name="fc_out")(y)
-        return x + nn.Dropout(self.dropout)(y, deterministic=not train)
+        return x + Dropout(self.dropout)(y, deterministic=not train)

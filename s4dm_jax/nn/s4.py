@@ -201,25 +201,32 @@ class S4Layer(nn.Module):
     def kernel(self, length: int) -> jax.Array:
         """Convolution kernel K [length, H] (real): K[l, h] = C2_h Ab_h^l Bb2_h (completed
         system; 2 Re of the M-mode system in diag mode)."""
+        return self._channel_kernels(length).T
+
+    def _channel_kernels(self, length: int) -> jax.Array:
+        """`kernel` channels first: [H, length]."""
         if not 1 <= length <= self.l_max:
             raise ValueError(f"S4Layer got a sequence of length {length}, but its kernel is "
                              f"built for at most l_max={self.l_max}; raise l_max (the model's "
                              "context length)")
         lam, p, b, c, dt = self._channel_params()
         if self.ssm.mode == "dplr":
-            k = jax.vmap(kernels.cauchy_dplr, in_axes=(0, 0, 0, 0, 0, None))(
+            return jax.vmap(kernels.cauchy_dplr, in_axes=(0, 0, 0, 0, 0, None))(
                 lam, p, b, c, dt, self.l_max)[:, :length]
-        else:
-            k = jax.vmap(kernels.vandermonde, in_axes=(0, 0, 0, 0, None, None))(
-                lam, b, c, dt, length, self.ssm.discretization)
-        return k.T  # [L, H]
+        return jax.vmap(kernels.vandermonde, in_axes=(0, 0, 0, 0, None, None))(
+            lam, b, c, dt, length, self.ssm.discretization)
 
     def __call__(self, u: jax.Array) -> jax.Array:
         """Convolution path: u [B, L, H] -> y [B, L, H], y = K * u + D u (causal); computed in
         (at least) float32 and returned in u's dtype."""
-        k = self.kernel(u.shape[1])
-        y = jax.vmap(conv.causal_conv, in_axes=(0, None, None))(u.astype(k.dtype), k,
-                                                                 self.D.astype(k.dtype))
+        return jnp.swapaxes(self.channels_first(jnp.swapaxes(u, 1, 2)), 1, 2)
+
+    def channels_first(self, u: jax.Array) -> jax.Array:
+        """`__call__` in the channels-first layout u [B, H, L] -> y [B, H, L]: the FFTs run
+        along the last (contiguous) axis, with no transposes (S4Stack keeps this layout
+        through all its blocks)."""
+        k = self._channel_kernels(u.shape[-1])  # [H, L]
+        y = conv.causal_conv(u.astype(k.dtype), k, self.D.astype(k.dtype)[:, None], axis=-1)
         return y.astype(u.dtype)
 
     # ------------------------------------------------------------------ recurrent path
@@ -265,8 +272,28 @@ class S4Layer(nn.Module):
         return state, (y.astype(u_t.dtype) + self.D.astype(u_t.dtype) * u_t).astype(out_dtype)
 
 
+class ChannelDense(nn.Module):
+    """`nn.Dense` over the channel axis 1 of x [B, H, ...] -> [B, features, ...] (the same
+    parameters, "kernel" [H, features] and "bias" [features], initialisation and dtype
+    promotion as nn.Dense), for the channels-first layout of S4Block."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+        y = jnp.einsum("bh...,hf->bf...", x, kernel)
+        return y + bias.reshape((self.features,) + (1,) * (x.ndim - 2))
+
+
 class S4Block(nn.Module):
     """Residual S4 block: x + Dropout(GLU(Dense(2H)(Dropout(GELU(S4(LN(x))))))).
+
+    Computed channels first ([B, H, L]; `channels_first`), the layout in which the S4 layer's
+    FFTs need no transposes; `__call__` takes and returns [B, L, H]. LayerNorm and Dense act on
+    the channel axis 1, which is also the last axis of a step's x_t [B, H].
 
     Attributes: d_model, l_max, ssm (see S4Layer), dropout.
     """
@@ -277,14 +304,14 @@ class S4Block(nn.Module):
     dropout: float = 0.0
 
     def setup(self):
-        self.norm = nn.LayerNorm()
+        self.norm = nn.LayerNorm(reduction_axes=1, feature_axes=1)
         self.s4 = S4Layer(self.d_model, self.l_max, self.ssm)
-        self.out = nn.Dense(2 * self.d_model)
+        self.out = ChannelDense(2 * self.d_model)
         self.drop = Dropout(self.dropout)
 
     def _post(self, x, y, train):
         y = self.drop(nn.gelu(y), deterministic=not train)
-        y = nn.glu(self.out(y), axis=-1)
+        y = nn.glu(self.out(y), axis=1)
         return x + self.drop(y, deterministic=not train)
 
     def __call__(self, x, mask=None, *, train: bool = False):
@@ -293,10 +320,15 @@ class S4Block(nn.Module):
         The S4 input is zeroed at padded positions (mask 0), so left padding leaves the SSM
         state at zero, exactly like `step` starting from `init_state`.
         """
+        y = self.channels_first(jnp.swapaxes(x, 1, 2), mask, train=train)
+        return jnp.swapaxes(y, 1, 2)
+
+    def channels_first(self, x, mask=None, *, train: bool = False):
+        """`__call__` with x [B,H,L] -> [B,H,L] (mask [B,L] or None)."""
         u = self.norm(x)
         if mask is not None:
-            u = u * mask[..., None]
-        return self._post(x, self.s4(u), train)
+            u = u * mask[:, None, :]
+        return self._post(x, self.s4.channels_first(u), train)
 
     def setup_step(self) -> None:
         self.s4.setup_step()
@@ -335,13 +367,13 @@ class S4Stack(nn.Module):
             self.block, carry, xs)
 
     def __call__(self, x, mask=None, *, train: bool = False):
-        """x [B,L,H], mask [B,L] or None -> [B,L,H]."""
+        """x [B,L,H], mask [B,L] or None -> [B,L,H] (the blocks run channels first)."""
         def body(block, h, _):
-            return block(h, mask, train=train), None
+            return block.channels_first(h, mask, train=train), None
 
         if self.remat:
             body = nn.remat(body, prevent_cse=False)
-        return self._scan(body, x)[0]
+        return jnp.swapaxes(self._scan(body, jnp.swapaxes(x, 1, 2))[0], 1, 2)
 
     def setup_step(self) -> None:
         """Every block's `S4Layer.setup_step` (into the "step" collection)."""

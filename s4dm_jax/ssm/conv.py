@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -12,22 +14,32 @@ def _align(x, ndim: int):
     return jnp.reshape(x, x.shape[:1] + (1,) * (ndim - x.ndim) + x.shape[1:])
 
 
-@jax.jit
-def causal_conv(u, K, D=None):
+@functools.partial(jax.jit, static_argnames=("axis",))
+def causal_conv(u, K, D=None, axis: int = 0):
     """y = irfft(rfft(u, 2L) * rfft(K, 2L))[:L] + D * u, i.e. y_t = sum_{s<=t} K_s u_{t-s} + D u_t.
 
-    Time axis FIRST. u (L, ...), K (L, ...) real; the trailing axes broadcast from the right
-    (K (L, H) against u (L, B, H) is fine); D broadcastable to u's trailing axes or None.
-    Returns y (L, ...) real, dtype of the inputs.
+    axis: the time axis. 0 (time first): u (L, ...), K (L, ...), the trailing axes broadcast
+    from the right (K (L, H) against u (L, B, H) is fine). -1 (time last, the fast layout for
+    XLA's FFT, which transforms the last axis): u (..., L), K (..., L), the leading axes
+    broadcast from the right (K (H, L) against u (B, H, L)). D broadcastable to u or None.
+    Returns y shaped like u, dtype of the inputs.
     """
+    if axis not in (0, -1):
+        raise ValueError(f"axis must be 0 (time first) or -1 (time last), got {axis}")
     u, K = jnp.asarray(u), jnp.asarray(K)
-    L = u.shape[0]
-    if K.shape[0] != L:
-        raise ValueError(f"u and K need the same length (axis 0), got {u.shape} and {K.shape}")
-    ndim = max(u.ndim, K.ndim)
-    u_f = jnp.fft.rfft(_align(u, ndim), n=2 * L, axis=0)
-    k_f = jnp.fft.rfft(_align(K, ndim), n=2 * L, axis=0)
-    y = jnp.fft.irfft(u_f * k_f, n=2 * L, axis=0)[:L]
+    L = u.shape[axis]
+    if K.shape[axis] != L:
+        raise ValueError(f"u and K need the same length along axis {axis}, got {u.shape} and "
+                         f"{K.shape}")
+    if axis == 0:
+        ndim = max(u.ndim, K.ndim)
+        u_t, K_t = _align(u, ndim), _align(K, ndim)
+    else:
+        u_t, K_t = u, K
+    u_f = jnp.fft.rfft(u_t, n=2 * L, axis=axis)
+    k_f = jnp.fft.rfft(K_t, n=2 * L, axis=axis)
+    y = jnp.fft.irfft(u_f * k_f, n=2 * L, axis=axis)
+    y = y[:L] if axis == 0 else y[..., :L]
     y = y.astype(jnp.result_type(u, K))
     if D is not None:
         y = y + D * u

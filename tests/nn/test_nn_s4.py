@@ -269,6 +269,27 @@ def test_s4block_step_equals_conv_and_padding_is_invisible(mode, init, disc):
     assert np.abs(np.asarray(yt) - y).max() > 1e-3
 
 
+def test_s4block_is_its_formula_in_numpy():
+    """S4Block (computed channels first) == x + GLU(Dense(GELU(S4(LN(x))))) written in numpy
+    on [B, L, H] from the block's parameters, with S4(u) = causal convolution with the layer's
+    kernel (tested against the dense HiPPO system above) + D u."""
+    block = S4Block(H, L, S4Config(d_state=N))
+    x = jax.random.normal(jax.random.PRNGKey(4), (B, L, H))
+    params = block.init(jax.random.PRNGKey(0), x)
+    y = np.asarray(block.apply(params, x), np.float64)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
+    k = np.asarray(block.apply(params, L, method=lambda m, n: m.s4.kernel(n)), np.float64)
+    xn = np.asarray(x, np.float64)
+    mu, var = xn.mean(-1, keepdims=True), xn.var(-1, keepdims=True)
+    u = (xn - mu) / np.sqrt(var + 1e-6) * p["norm"]["scale"] + p["norm"]["bias"]
+    s4 = np.stack([np.stack([np.convolve(u[b, :, h], k[:, h])[:L] for h in range(H)], -1)
+                   for b in range(B)]) + p["s4"]["D"] * u
+    g = 0.5 * s4 * (1 + np.tanh(np.sqrt(2 / np.pi) * (s4 + 0.044715 * s4 ** 3)))
+    z = g @ p["out"]["kernel"] + p["out"]["bias"]
+    want = xn + z[..., :H] / (1 + np.exp(-z[..., H:]))
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("remat", [False, True])
 def test_s4stack_equals_its_blocks_and_steps(remat):
     """nn.scan over layers == the same blocks applied one after another (parameters sliced from

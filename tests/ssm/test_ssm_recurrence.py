@@ -38,6 +38,22 @@ def test_causal_conv_broadcasts_channels_and_batch():
             np.testing.assert_allclose(y[:, b, h], want, rtol=1e-12, atol=1e-12)
 
 
+def test_causal_conv_time_last_matches_np_convolve():
+    """axis=-1 (time last, channels first): u (B, H, L), K (H, L), D (H, 1)."""
+    rng = _rng(2)
+    L, Bt, H = 21, 3, 4
+    u, K, D = rng.normal(size=(Bt, H, L)), rng.normal(size=(H, L)), rng.normal(size=(H, 1))
+    with jax.enable_x64(True):
+        y = conv.causal_conv(u, K, D, axis=-1)
+    assert y.shape == (Bt, H, L)
+    for b in range(Bt):
+        for h in range(H):
+            want = np.convolve(u[b, h], K[h])[:L] + D[h, 0] * u[b, h]
+            np.testing.assert_allclose(y[b, h], want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="axis"):
+        conv.causal_conv(u, K, axis=1)
+
+
 @pytest.mark.parametrize("diag", [False, True])
 def test_scan_step_conv_agree_float64(diag):
     """recurrence.scan == python loop of recurrence.step == causal_conv(naive kernel)."""

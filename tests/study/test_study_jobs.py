@@ -54,9 +54,10 @@ def _wait_for(predicate, timeout: float) -> bool:
 
 @pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "background"])
 def test_terminating_the_launcher_stops_its_job_and_task(tmp_path, sigint_ignored):
-    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "jobs")],
-                            stdout=subprocess.PIPE, text=True, preexec_fn=ignore)
+    cmd = [sys.executable, "-c", LAUNCHER, str(tmp_path / "jobs")]
+    if sigint_ignored:  # as `nohup cmd &` from a script: SIGINT ignored, inherited over exec
+        cmd = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     tasks: list[int] = []
     try:
         line = proc.stdout.readline()

@@ -22,6 +22,8 @@ import numpy as np
 from rliable import library as rly
 from rliable import metrics, plot_utils
 
+from s4dm_jax.study import grid
+
 # Published normalised scores on the D4RL v2 datasets (REFERENCE.md section 3): other data,
 # other code; shown for orientation only.
 PUBLISHED = {
@@ -48,6 +50,28 @@ def load_cells(results_root: str, study: str = "benchmark", protocol: str = "qui
     return cells
 
 
+def unrun_cells(cells: Sequence[dict], envs: Sequence[str] = grid.ENVS,
+                datasets: Sequence[str] = grid.DATASETS,
+                models: Sequence[str] = grid.MODELS) -> list[dict]:
+    """A "missing" entry for every grid cell that has no result file yet, saying why: its
+    dataset is not in this machine's Minari store ("command": the generator command that makes
+    it), or it has not been run yet."""
+    have = {(c["env"], c["dataset"], c["model"]) for c in cells}
+    out = []
+    for env, dataset, model in grid.grid_cells(envs, datasets, models):
+        if (env, dataset, model) in have:
+            continue
+        spec = f"s4dm/{env}/{dataset}-v0"
+        available = grid.dataset_available(spec)
+        reason = ("not run yet (compute)" if available else
+                  f"not run yet: dataset {spec} not generated here")
+        out.append({"env": env, "dataset": dataset, "model": model, "status": "missing",
+                    "reason": reason,
+                    "command": None if available else " ".join(grid.generation_command(env,
+                                                                                       dataset))})
+    return out
+
+
 def episode_scores(cell: dict, target_index: int = 0) -> np.ndarray:
     """Normalised score of every evaluation episode [seeds, episodes] for one target return."""
     entry = cell["results"]["eval"][target_index]
@@ -67,6 +91,10 @@ def _iqm_ci(scores_by_model: dict, reps: int, seed: int = 0):
                                           random_state=np.random.RandomState(seed))
 
 
+def _not_run(reason: str) -> str:
+    return reason if reason.startswith("not run") else f"not run: {reason}".rstrip(": ")
+
+
 def cell_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]]:
     """Markdown table of every (dataset, model) cell and the rows behind it."""
     rows = []
@@ -74,7 +102,7 @@ def cell_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]
         key = (cell["env"], cell["dataset"], cell["model"])
         if cell.get("status") != "finished":
             rows.append({"env": key[0], "dataset": key[1], "model": key[2],
-                         "missing": cell.get("reason", "not run")})
+                         "missing": _not_run(cell.get("reason", ""))})
             continue
         res = cell["results"]
         for ti, entry in enumerate(res["eval"]):
@@ -98,7 +126,7 @@ def cell_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]
         name = f"{r['env']}-{r['dataset']}"
         if "missing" in r:
             lines.append(f"| {name} | {MODEL_NAMES.get(r['model'], r['model'])} | - | - | - | "
-                         f"not run: {r['missing'][:80]} | - | - | - |")
+                         f"{r['missing'][:200]} | - | - | - |")
             continue
         pub = "-" if r["published"] is None else f"{r['published']:.1f}"
         lines.append(
@@ -348,7 +376,12 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
         return write_ablations_report(results_root, out_dir, protocol, reps)
     cells = load_cells(results_root, study, protocol)
     os.makedirs(out_dir, exist_ok=True)
-    table, rows = cell_table(cells, reps)
+    unrun = unrun_cells(cells) if study == "benchmark" else []
+    table, rows = cell_table(cells + unrun, reps)
+    commands = sorted({c["command"] for c in unrun if c["command"]})
+    if commands:
+        table += ("\n\nDatasets not in this machine's Minari store, and the commands that make "
+                  "them:\n\n```bash\n" + "\n".join(commands) + "\n```")
     agg_text, agg = aggregate_table(cells, reps)
     plot_aggregate(agg, os.path.join(out_dir, "aggregate.png"))
     plot_curves(cells, os.path.join(out_dir, "curves.png"))

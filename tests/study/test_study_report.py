@@ -63,6 +63,23 @@ def test_iqm_and_intervals_match_an_independent_computation(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
 
 
+def test_report_lists_every_grid_cell_and_why_unrun_ones_are_missing(tmp_path, monkeypatch):
+    """The benchmark table has a row for each of the 3 x 2 x 4 grid cells: results, or why not
+    (no dataset here, with the command that makes it; or not run yet)."""
+    monkeypatch.setattr(report.grid, "dataset_available",
+                        lambda spec: spec.startswith("s4dm/hopper/"))
+    a = np.random.default_rng(2).normal(40, 5, size=(3, 8))
+    _write(str(tmp_path), [_cell("hopper", "medium", "s4dm", a, 100)])
+    md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=100)
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "-medium" in line]
+    named = {tuple(line.split(" | ")[:2]) for line in rows}
+    assert len(named) == 24
+    assert "| hopper-medium | DT | - |" in md and "not run yet (compute)" in md
+    assert "not run yet: dataset s4dm/walker2d/medium-replay-v0 not generated here" in md
+    command = "python -m s4dm_jax.data.collect --env walker2d --dataset medium-replay --seed 0"
+    assert f"\n{command}\n" in md
+
+
 def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     rng = np.random.default_rng(1)
     grid = rng.normal(50, 5, size=(3, 6))

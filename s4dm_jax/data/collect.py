@@ -47,7 +47,8 @@ from tqdm.auto import tqdm
 from s4dm_jax.argparsing import ArgumentParser
 from s4dm_jax.data.errors import DatasetError
 from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store_env
-from s4dm_jax.envs import StepContext, make_vector_env, run_episodes
+from s4dm_jax.envs import StepContext, make_env, make_vector_env, run_episodes
+from s4dm_jax.envs.make import mujoco_warnings_to_logging
 from s4dm_jax.rl import Policy, ReplayBuffer, split_episodes, train_sac
 from s4dm_jax.rl.train import SAC_ENV
 
@@ -174,7 +175,7 @@ def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
     (float32 like D4RL: half the file size of the env's float64 space; the stored
     observation_space is the env's Box with that dtype).
     """
-    env = gym.make(env_id)
+    env = make_env(env_id)
     space = env.observation_space
     obs_space = gym.spaces.Box(space.low.astype(obs_dtype), space.high.astype(obs_dtype),
                                space.shape, dtype=obs_dtype)
@@ -198,7 +199,8 @@ def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
     store.mkdir(parents=True, exist_ok=True)
     tmp_store = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=store))
     try:
-        with store_env(tmp_store):
+        # minari makes the env (and eval env) itself: its MuJoCo warnings go to logging too
+        with store_env(tmp_store), mujoco_warnings_to_logging():
             ds = minari.create_dataset_from_buffers(
                 dataset_id=ds_id,
                 buffer=buffers,
@@ -300,7 +302,7 @@ def load_policy(path, env: str, flag: str):
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise CollectError(f"{flag} {path} cannot be loaded as a saved policy "
                            f"({type(e).__name__}: {first}); pass another policy directory") from e
-    probe = gym.make(env_id)
+    probe = make_env(env_id)
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()
     recorded = policy.meta.get("env_id")

@@ -43,3 +43,26 @@ def test_env_check_still_refuses_wrong_sizes(tmp_path, monkeypatch):
     with pytest.raises(dataset.DatasetError, match="observations have 11 features"):
         dataset.check_env_spaces(ENV_ID, 11, 6, False, "test")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_a_dataset_leaves_the_working_directory_alone(tmp_path, monkeypatch, caplog):
+    """collect.write_minari makes the env, and minari makes it again (env and eval env): none
+    of them may leave MuJoCo's warning log in the user's directory."""
+    import numpy as np
+
+    from s4dm_jax.data import collect, load_dataset
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    rng = np.random.default_rng(0)
+    episode = {"observations": rng.normal(size=(5, 17)), "actions": rng.uniform(-1, 1, (4, 6)),
+               "rewards": rng.normal(size=4), "terminations": np.zeros(4, bool),
+               "truncations": np.array([False, False, False, True])}
+    with caplog.at_level(logging.WARNING, logger=envs_make.__name__):
+        collect.write_minari("test/halfcheetah/tiny-v0", [episode], ENV_ID, ref_min_score=0.0,
+                             ref_max_score=1.0, description="tiny", extra={},
+                             root=tmp_path / "store", ref_episodes=1)
+    assert list(cwd.iterdir()) == []
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
+    assert load_dataset("test/halfcheetah/tiny-v0").num_steps == 4

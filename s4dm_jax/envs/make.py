@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 _LOG = logging.getLogger(__name__)
+_LOGGED_MUJOCO_WARNINGS: set[str] = set()  # messages already logged at WARNING by this process
 
 
 class EnvError(ValueError):
@@ -71,14 +72,25 @@ def validate_env_id(env_id: str, *, explicit: bool, where: str, source: str = ""
         "also name a module to import first, e.g. 'my_envs:MyEnv-v0', if you trust that module.")
 
 
+def _log_mujoco_warning(message: str) -> None:
+    """Log a MuJoCo warning at WARNING the first time this process sees it, and its repeats at
+    DEBUG: MuJoCo repeats a model's warning every time it compiles it (every copy of a vector
+    env, every evaluation env)."""
+    text = message.strip()
+    level = logging.DEBUG if text in _LOGGED_MUJOCO_WARNINGS else logging.WARNING
+    _LOGGED_MUJOCO_WARNINGS.add(text)
+    _LOG.log(level, "MuJoCo: %s", text)
+
+
 @contextlib.contextmanager
 def mujoco_warnings_to_logging():
     """Within the block, MuJoCo warnings go to this module's logger instead of MUJOCO_LOG.TXT.
 
     Without a warning callback MuJoCo appends every warning to MUJOCO_LOG.TXT in the current
     directory (e.g. MuJoCo 4 warns about HalfCheetah's deprecated `settotalmass` whenever the
-    model is compiled). The previous callback is restored on exit; no file is written or
-    removed. A no-op where MuJoCo is not installed.
+    model is compiled). Each distinct message is logged at WARNING once per process, repeats at
+    DEBUG. The previous callback is restored on exit; no file is written or removed. A no-op
+    where MuJoCo is not installed.
     """
     try:
         import mujoco  # optional: only MuJoCo environments need it
@@ -86,7 +98,7 @@ def mujoco_warnings_to_logging():
         yield
         return
     previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda message: _LOG.warning("MuJoCo: %s", message))
+    mujoco.set_mju_user_warning(_log_mujoco_warning)
     try:
         yield
     finally:

@@ -26,7 +26,7 @@ def test_env_check_leaves_the_working_directory_alone(tmp_path, monkeypatch, cap
     clean.mkdir()
     monkeypatch.chdir(clean)
     previous = mujoco.get_mju_user_warning()
-    with caplog.at_level(logging.WARNING, logger=envs_make.__name__):
+    with caplog.at_level(logging.DEBUG, logger=envs_make.__name__):
         dataset.check_env_spaces(ENV_ID, 17, 6, False, "test")
     assert list(clean.iterdir()) == []  # nothing written
     assert any("settotalmass" in r.getMessage() for r in caplog.records)
@@ -66,3 +66,16 @@ def test_writing_a_dataset_leaves_the_working_directory_alone(tmp_path, monkeypa
     assert list(cwd.iterdir()) == []
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
     assert load_dataset("test/halfcheetah/tiny-v0").num_steps == 4
+
+
+def test_a_repeated_mujoco_warning_is_logged_once_per_process(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(envs_make, "_LOGGED_MUJOCO_WARNINGS", set())
+    with caplog.at_level(logging.DEBUG, logger=envs_make.__name__):
+        envs_make.make_vector_env(ENV_ID, 3).close()
+        envs_make.make_env(ENV_ID).close()
+    records = [r for r in caplog.records if "settotalmass" in r.getMessage()]
+    if not records:
+        pytest.skip(f"MuJoCo {mujoco.__version__} writes no warning when it makes {ENV_ID}")
+    assert [r.levelno for r in records] == [logging.WARNING] + [logging.DEBUG] * (len(records) - 1)
+    assert len(records) >= 4

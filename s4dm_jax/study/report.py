@@ -137,6 +137,35 @@ def cell_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]
     return "\n".join(lines), rows
 
 
+def dataset_table(cells: Sequence[dict]) -> str:
+    """Markdown table of the datasets behind the finished cells: size and the behaviour data's
+    own mean return, raw and normalised with the same references as the scores (what copying
+    the data would score); "-" where the cell JSON has no provenance (a D4RL file)."""
+    seen = {}
+    for cell in cells:
+        if cell.get("status") == "finished":
+            seen.setdefault(f"{cell['env']}-{cell['dataset']}", cell)
+    if not seen:
+        return ""
+    lines = ["| dataset | episodes | transitions | data return mean +- std | data normalised |",
+             "|---|---|---|---|---|"]
+    for name in sorted(seen):
+        cell = seen[name]
+        ds = cell["results"]["dataset"]
+        prov = cell.get("dataset_provenance") or {}
+        mean, std = prov.get("dataset_return_mean"), prov.get("dataset_return_std")
+        if mean is None:
+            ret = norm = "-"
+        else:
+            ret = f"{mean:.1f} +- {std:.1f}" if std is not None else f"{mean:.1f}"
+            lo, hi = ds["ref_min_score"], ds["ref_max_score"]
+            norm = f"{100.0 * (mean - lo) / (hi - lo):.1f}"
+        size = [f"{ds[k]:,}" if isinstance(ds.get(k), int) else "-"
+                for k in ("episodes", "transitions")]
+        lines.append(f"| {name} | {size[0]} | {size[1]} | {ret} | {norm} |")
+    return "\n".join(lines)
+
+
 def score_matrices(cells: Sequence[dict], target_index: int = 0) -> dict:
     """{model: scores [runs = seeds x episodes, tasks = datasets]} over the datasets every
     model finished (rliable's layout)."""
@@ -391,7 +420,7 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
              f"of DT's {params['dt']:,} ({100 - 100 * params['s4dm'] / params['dt']:.0f}% fewer)."
              if "s4dm" in params and "dt" in params else "")
     text = "\n\n".join([
-        f"# {study} / {protocol}", share, table, agg_text,
+        f"# {study} / {protocol}", share, table, dataset_table(cells), agg_text,
         f"Published scores are from the D4RL v2 datasets with other code ({PUBLISHED_SOURCES}); "
         "ours use the datasets this package generates (see dataset_provenance in each cell's "
         "JSON), so the two columns are not comparable number for number."])

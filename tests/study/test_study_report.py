@@ -71,13 +71,35 @@ def test_report_lists_every_grid_cell_and_why_unrun_ones_are_missing(tmp_path, m
     a = np.random.default_rng(2).normal(40, 5, size=(3, 8))
     _write(str(tmp_path), [_cell("hopper", "medium", "s4dm", a, 100)])
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=100)
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "-medium" in line]
+    rows = [line for line in md.splitlines()  # the score table's rows (9 columns)
+            if line.startswith("| ") and "-medium" in line and line.count(" | ") == 8]
     named = {tuple(line.split(" | ")[:2]) for line in rows}
     assert len(named) == 24
     assert "| hopper-medium | DT | - |" in md and "not run yet (compute)" in md
     assert "not run yet: dataset s4dm/walker2d/medium-replay-v0 not generated here" in md
     command = "python -m s4dm_jax.data.collect --env walker2d --dataset medium-replay --seed 0"
     assert f"\n{command}\n" in md
+
+
+def test_report_states_each_datasets_own_normalised_return(tmp_path):
+    """The datasets table normalises the behaviour data's mean return with the cell's refs."""
+    a = np.random.default_rng(3).normal(40, 5, size=(3, 4))
+    cell = _cell("hopper", "medium", "s4dm", a, 100)
+    cell["results"]["dataset"].update(ref_min_score=-10.0, ref_max_score=190.0, episodes=2536,
+                                      transitions=1_000_000)
+    cell["dataset_provenance"] = {"dataset_return_mean": 1229.8, "dataset_return_std": 12.5}
+    bare = _cell("walker2d", "medium", "dt", a, 700)  # a D4RL file: no provenance
+    table = report.dataset_table([cell, bare, {"status": "missing", "env": "halfcheetah",
+                                               "dataset": "medium", "model": "bc"}])
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, two datasets (the missing cell has none)
+    # (1229.8 + 10) / 200 * 100 = 619.9
+    assert lines[2] == "| hopper-medium | 2,536 | 1,000,000 | 1229.8 +- 12.5 | 619.9 |"
+    assert lines[3] == "| walker2d-medium | - | - | - | - |"
+    _write(str(tmp_path), [cell])
+    md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=100)
+    assert lines[2] in md
+    assert report.dataset_table([]) == ""
 
 
 def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):

@@ -166,6 +166,21 @@ def dataset_table(cells: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def parameter_share(rows: Sequence[dict]) -> str:
+    """One sentence: S4DM's parameters as a share of DT's, per environment (the counts depend
+    on the observation and action sizes), from the table's rows; "" without both models."""
+    by_env = {}
+    for r in rows:
+        if "params" in r:
+            by_env.setdefault(r["env"], {})[r["model"]] = r["params"]
+    parts = [f"{env} {p['s4dm']:,} vs {p['dt']:,}, {100 * p['s4dm'] / p['dt']:.1f}% "
+             f"({100 - 100 * p['s4dm'] / p['dt']:.0f}% fewer)"
+             for env, p in sorted(by_env.items()) if "s4dm" in p and "dt" in p]
+    if not parts:
+        return ""
+    return "S4DM's parameters against DT's, per environment: " + "; ".join(parts) + "."
+
+
 def score_matrices(cells: Sequence[dict], target_index: int = 0) -> dict:
     """{model: scores [runs = seeds x episodes, tasks = datasets]} over the datasets every
     model finished (rliable's layout)."""
@@ -415,10 +430,7 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
     plot_aggregate(agg, os.path.join(out_dir, "aggregate.png"))
     plot_curves(cells, os.path.join(out_dir, "curves.png"))
     plot_score_vs_params(rows, os.path.join(out_dir, "score_vs_params.png"))
-    params = {r["model"]: r["params"] for r in rows if "params" in r}
-    share = (f"S4DM has {params['s4dm']:,} parameters, {100 * params['s4dm'] / params['dt']:.1f}% "
-             f"of DT's {params['dt']:,} ({100 - 100 * params['s4dm'] / params['dt']:.0f}% fewer)."
-             if "s4dm" in params and "dt" in params else "")
+    share = parameter_share(rows)
     text = "\n\n".join([
         f"# {study} / {protocol}", share, table, dataset_table(cells), agg_text,
         f"Published scores are from the D4RL v2 datasets with other code ({PUBLISHED_SOURCES}); "

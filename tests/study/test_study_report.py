@@ -57,7 +57,17 @@ def test_iqm_and_intervals_match_an_independent_computation(tmp_path):
     p, (plo, phi) = agg["poi"]["s4dm,dt"]
     assert 0.8 < p <= 1.0 and plo <= p <= phi  # S4DM's scores are clearly higher here
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=200)
-    assert "14.3% of DT's 700" in md
+    assert ("S4DM's parameters against DT's, per environment: hopper 100 vs 700, 14.3% (86% "
+            "fewer); walker2d 100 vs 700, 14.3% (86% fewer).") in md
+    rows = [{"env": "hopper", "model": "s4dm", "params": 99_555},
+            {"env": "hopper", "model": "dt", "params": 726_019},
+            {"env": "halfcheetah", "model": "dt", "params": 727_558},
+            {"env": "halfcheetah", "model": "s4dm", "params": 99_774},
+            {"env": "walker2d", "model": "s4dm", "params": 1}]  # no DT there: left out
+    assert report.parameter_share(rows) == (
+        "S4DM's parameters against DT's, per environment: halfcheetah 99,774 vs 727,558, 13.7% "
+        "(86% fewer); hopper 99,555 vs 726,019, 13.7% (86% fewer).")
+    assert report.parameter_share(rows[-1:]) == ""
     for name in ("report.md", "aggregate.png", "aggregate_poi.png", "curves.png",
                  "score_vs_params.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

@@ -15,6 +15,7 @@ import imageio.v2 as imageio
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from s4dm_jax.envs import EnvError, StepContext, make_vector_env, run_episodes
 
@@ -96,7 +97,7 @@ def check_inference_regime(model, episode_start_windows: bool) -> None:
 def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np.ndarray,
             rtg_scale: float, targets, episodes: int, max_steps: int = 1000,
             delayed_reward: bool = False, seed: int = 0,
-            episode_start_windows: bool = False) -> RolloutResult:
+            episode_start_windows: bool = False, show_progress: bool = False) -> RolloutResult:
     """Run `episodes` episodes per seed and target return.
 
     Args:
@@ -112,6 +113,8 @@ def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np
         seed + i.
       episode_start_windows: whether the model was trained on whole episodes from their first
         step; a model whose step needs that (see `check_inference_regime`) is refused otherwise.
+      show_progress: a progress bar of the env steps (all episodes run side by side, so at
+        most max_steps) with the number of episodes still running.
     Returns:
       RolloutResult with returns/lengths of shape [S, len(targets), episodes].
     """
@@ -125,17 +128,24 @@ def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np
     envs = _make_envs(env_id, num_seeds * settings.per_seed)
     try:
         _check_obs_dim(envs, model.obs_dim, env_id)
-        return _run(model, params, envs, settings)
+        return _run(model, params, envs, settings, show_progress)
     finally:
         envs.close()
 
 
-def _run(model, params, envs, settings: EvalSettings) -> RolloutResult:
+def _run(model, params, envs, settings: EvalSettings, show_progress: bool) -> RolloutResult:
     """One episode per env copy of `envs` (S * per_seed copies) through `run_episodes`."""
     policy = ReturnConditionedPolicy(model, params, settings, envs.single_action_space)
     start = time.perf_counter()  # the episodes (with the step's compilation), as before
-    result = run_episodes(envs, policy, seed=settings.seed, episodes_per_env=1,
-                          max_episode_steps=settings.max_steps)
+    with tqdm(total=settings.max_steps, desc=f"evaluate: {envs.num_envs} episodes", unit="step",
+              disable=not show_progress, dynamic_ncols=True, mininterval=1.0) as bar:
+
+        def on_steps(running: int) -> None:  # once per vector step, `running` copies active
+            bar.update(1)
+            bar.set_postfix_str(f"{running} running", refresh=False)
+
+        result = run_episodes(envs, policy, seed=settings.seed, episodes_per_env=1,
+                              max_episode_steps=settings.max_steps, on_steps=on_steps)
     shape = (policy.num_seeds, len(settings.targets), settings.episodes)
     return RolloutResult(result.returns.reshape(shape), result.lengths.reshape(shape),
                          settings.targets, time.perf_counter() - start, result.env_steps)

@@ -311,7 +311,8 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
                      targets=config.eval.target_returns, episodes=config.eval.episodes,
                      max_steps=config.eval.max_episode_steps,
                      delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
-                     episode_start_windows=config.episode_start_windows)
+                     episode_start_windows=config.episode_start_windows,
+                     show_progress=show_progress)
     _log_eval(writer, result, dataset, trained_steps, config)
     writer.close()
     gif = None

@@ -36,3 +36,15 @@ def test_recurrent_mamba_is_refused_unless_trained_on_whole_episodes(tmp_path):
     window = make_model("mamba", OBS, ACT, **small)  # the default inference="window"
     result = _rollout(window)
     assert np.isfinite(result.returns).all()
+
+
+def test_evaluation_progress_bar_counts_the_env_steps(capsys):
+    """show_progress: a bar of the vector steps (at most max_steps), ending at the longest
+    episode's length; silent by default."""
+    model = make_model("bc", OBS, ACT, hidden_dims=(8,))
+    result = _rollout(model, show_progress=True)
+    err = capsys.readouterr().err
+    assert "evaluate: 1 episodes" in err
+    assert f"| {int(result.lengths.max())}/3 " in err
+    _rollout(model)
+    assert "evaluate" not in capsys.readouterr().err

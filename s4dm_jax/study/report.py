@@ -76,7 +76,11 @@ def episode_scores(cell: dict, target_index: int = 0) -> np.ndarray:
     """Normalised score of every evaluation episode [seeds, episodes] for one target return."""
     entry = cell["results"]["eval"][target_index]
     ds = cell["results"]["dataset"]
-    returns = np.asarray(entry["returns_per_seed"], np.float64)
+    return normalised(np.asarray(entry["returns_per_seed"], np.float64), ds)
+
+
+def normalised(returns, ds: dict):
+    """D4RL normalised score 100 (R - ref_min) / (ref_max - ref_min) with a cell's dataset refs."""
     return 100.0 * (returns - ds["ref_min_score"]) / (ds["ref_max_score"] - ds["ref_min_score"])
 
 
@@ -158,8 +162,7 @@ def dataset_table(cells: Sequence[dict]) -> str:
             ret = norm = "-"
         else:
             ret = f"{mean:.1f} +- {std:.1f}" if std is not None else f"{mean:.1f}"
-            lo, hi = ds["ref_min_score"], ds["ref_max_score"]
-            norm = f"{100.0 * (mean - lo) / (hi - lo):.1f}"
+            norm = f"{normalised(mean, ds):.1f}"
         size = [f"{ds[k]:,}" if isinstance(ds.get(k), int) else "-"
                 for k in ("episodes", "transitions")]
         lines.append(f"| {name} | {size[0]} | {size[1]} | {ret} | {norm} |")

@@ -84,15 +84,30 @@ def normalised(returns, ds: dict):
     return 100.0 * (returns - ds["ref_min_score"]) / (ds["ref_max_score"] - ds["ref_min_score"])
 
 
+def _interval_estimates(scores: dict, metric, reps: int, seed: int = 0):
+    """rliable's stratified-bootstrap interval estimates, reproducible.
+
+    rliable draws its resampling indices from numpy's global generator (``np.random.choice``)
+    and ignores the ``random_state`` it is given, so the intervals moved from run to run. The
+    global generator is seeded here and its previous state restored afterwards.
+    """
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the random_state rliable passes
+            warnings.simplefilter("ignore", FutureWarning)
+            return rly.get_interval_estimates(scores, metric, reps=reps,
+                                              random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
+
+
 def _iqm_ci(scores_by_model: dict, reps: int, seed: int = 0):
-    """rliable IQM point estimates and 95% stratified-bootstrap CIs; scores [runs, tasks]."""
+    """IQM point estimates and 95% stratified-bootstrap CIs; scores [runs, tasks]."""
     def iqm(x):
         return np.array([metrics.aggregate_iqm(x)])
 
-    with warnings.catch_warnings():  # arch deprecates the random_state rliable passes
-        warnings.simplefilter("ignore", FutureWarning)
-        return rly.get_interval_estimates(scores_by_model, iqm, reps=reps,
-                                          random_state=np.random.RandomState(seed))
+    return _interval_estimates(scores_by_model, iqm, reps, seed)
 
 
 def _not_run(reason: str) -> str:
@@ -218,11 +233,8 @@ def aggregate_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, dict]
     if "s4dm" in scores:
         pairs = {f"s4dm,{m}": (scores["s4dm"], scores[m]) for m in scores if m != "s4dm"}
         if pairs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                poi_point, poi_ci = rly.get_interval_estimates(
-                    pairs, metrics.probability_of_improvement, reps=reps,
-                    random_state=np.random.RandomState(0))
+            poi_point, poi_ci = _interval_estimates(
+                pairs, metrics.probability_of_improvement, reps)
             lines += ["", "| P(S4DM > baseline) | estimate [95% CI] |", "|---|---|"]
             for pair, value in poi_point.items():
                 base = pair.split(",")[1]

@@ -216,15 +216,28 @@ def score_matrices(cells: Sequence[dict], target_index: int = 0) -> dict:
     return {"tasks": tasks, "scores": out}
 
 
-def aggregate_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, dict]:
-    """Aggregate IQM (95% CI) across datasets per model and P(S4DM > baseline)."""
-    mats = score_matrices(cells)
+TARGET_NAMES = ("first (published) target return", "second target return")
+
+
+def num_targets(cells: Sequence[dict]) -> int:
+    """How many target returns every finished cell was evaluated at (0 without cells)."""
+    counts = [len(c["results"]["eval"]) for c in cells if c.get("status") == "finished"]
+    return min(counts, default=0)
+
+
+def aggregate_table(cells: Sequence[dict], reps: int = 2000,
+                    target_index: int = 0) -> tuple[str, dict]:
+    """Aggregate IQM (95% CI) across datasets per model and P(S4DM > baseline), at the
+    protocol's target_index-th target return of every dataset."""
+    mats = score_matrices(cells, target_index)
     scores = mats["scores"]
     if not scores:
         return "(no finished datasets common to all models)", {}
     point, ci = _iqm_ci(scores, reps)
+    when = (TARGET_NAMES[target_index] if target_index < len(TARGET_NAMES)
+            else f"target return {target_index + 1}")
     lines = [f"Aggregate over {len(mats['tasks'])} datasets "
-             f"({', '.join(f'{e}-{d}' for e, d in mats['tasks'])}), first target return:", "",
+             f"({', '.join(f'{e}-{d}' for e, d in mats['tasks'])}), {when}:", "",
              "| model | IQM [95% CI] |", "|---|---|"]
     for m in scores:
         lines.append(f"| {MODEL_NAMES[m]} | {point[m][0]:.1f} [{ci[m][0, 0]:.1f}, "
@@ -428,9 +441,9 @@ def write_ablations_report(results_root: str, out_dir: str, protocol: str = "qui
 
 def write_report(results_root: str, out_dir: str, study: str = "benchmark",
                  protocol: str = "quick", reps: int = 2000) -> str:
-    """Write <out_dir>/report.md, aggregate.png, aggregate_poi.png, curves.png,
-    score_vs_params.png (study "ablations": see write_ablations_report); returns the
-    markdown."""
+    """Write <out_dir>/report.md, aggregate.png, aggregate_poi.png (and aggregate_target<k>.png
+    for the protocol's other target returns), curves.png, score_vs_params.png (study
+    "ablations": see write_ablations_report); returns the markdown."""
     if study == "ablations":
         return write_ablations_report(results_root, out_dir, protocol, reps)
     cells = load_cells(results_root, study, protocol)
@@ -441,13 +454,18 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
     if commands:
         table += ("\n\nDatasets not in this machine's Minari store, and the commands that make "
                   "them:\n\n```bash\n" + "\n".join(commands) + "\n```")
-    agg_text, agg = aggregate_table(cells, reps)
-    plot_aggregate(agg, os.path.join(out_dir, "aggregate.png"))
+    # every target the protocol fixed in advance, so that no model's best target is picked
+    aggregates = []
+    for t in range(max(num_targets(cells), 1)):
+        agg_text, agg = aggregate_table(cells, reps, t)
+        plot_aggregate(agg, os.path.join(out_dir, "aggregate.png" if t == 0
+                                         else f"aggregate_target{t + 1}.png"))
+        aggregates.append(agg_text)
     plot_curves(cells, os.path.join(out_dir, "curves.png"))
     plot_score_vs_params(rows, os.path.join(out_dir, "score_vs_params.png"))
     share = parameter_share(rows)
     text = "\n\n".join([
-        f"# {study} / {protocol}", share, table, dataset_table(cells), agg_text,
+        f"# {study} / {protocol}", share, table, dataset_table(cells), *aggregates,
         f"Published scores are from the D4RL v2 datasets with other code ({PUBLISHED_SOURCES}); "
         "ours use the datasets this package generates (see dataset_provenance in each cell's "
         "JSON), so the two columns are not comparable number for number."])

@@ -4,9 +4,12 @@
     python experiments/report.py --protocol quick --out reports/quick --reps 50000
     python experiments/report.py --study ablations --protocol quick   # results/ablations/quick
 
-Writes <out>/report.md (per-cell table with IQM and 95% stratified-bootstrap CIs, aggregate IQM,
-P(S4DM > baseline)), aggregate.png, aggregate_poi.png, curves.png, score_vs_params.png; for
-the ablations: report.md (variants beside their grid cells, return conditioning), targets.png.
+Writes <out>/report.md (per-cell table with IQM and 95% stratified-bootstrap CIs, aggregate IQM
+and P(S4DM > baseline) at each of the protocol's target returns, inference latency),
+aggregate.png, aggregate_poi.png, aggregate_target2.png, curves.png, score_vs_params.png,
+latency.png (from <results>/benchmarks/benchmark_inference.json, when present); for the
+ablations: report.md (variants beside their grid cells, return conditioning), targets.png.
+The bootstrap is seeded: the same results give the same report.
 """
 
 from __future__ import annotations

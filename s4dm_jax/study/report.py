@@ -324,6 +324,41 @@ def plot_score_vs_params(rows: Sequence[dict], path: str) -> None:
     plt.close(fig)
 
 
+def latency_section(bench: dict, path: str) -> str:
+    """Per-step inference latency against episode length, from experiments/
+    benchmark_inference.py's JSON (rows: model, length, batch, us_per_step): a markdown table
+    (batch 1) and a log-log figure at `path`, one panel per batch size."""
+    rows = bench.get("rows", [])
+    if not rows:
+        return ""
+    lengths = sorted({r["length"] for r in rows})
+    batches = sorted({r["batch"] for r in rows})
+    models = [m for m in MODEL_ORDER if any(r["model"] == m for r in rows)]
+    us = {(r["model"], r["length"], r["batch"]): r["us_per_step"] for r in rows}
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 3.5), squeeze=False)
+    for ax, b in zip(axes[0], batches, strict=True):
+        for m in models:
+            xs = [n for n in lengths if (m, n, b) in us]
+            ax.plot(xs, [us[(m, n, b)] / 1000 for n in xs], marker="o", label=MODEL_NAMES[m])
+        ax.set(xscale="log", yscale="log", xlabel="episode step t (DT: context K = t)",
+               ylabel="ms per environment step", title=f"batch {b}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    b = batches[0]
+    lines = [f"Per-step inference latency (ms, batch {b}; "
+             f"`experiments/benchmark_inference.py`, {bench.get('meta', {}).get('device', '?')}; "
+             "DT re-runs a window of K = t steps, S4DM and Decision Mamba carry a recurrent "
+             "state):", "",
+             "| model | " + " | ".join(f"t = {n}" for n in lengths) + " |",
+             "|---|" + "---|" * len(lengths)]
+    for m in models:
+        cells = [f"{us[(m, n, b)] / 1000:.3g}" if (m, n, b) in us else "-" for n in lengths]
+        lines.append(f"| {MODEL_NAMES[m]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def targets_table(cells: Sequence[dict]) -> tuple[str, list[dict]]:
     """Return conditioning (`targets` ablation cells): achieved return per target, mean and std
     over seeds (each seed's mean over its episodes), one row per (dataset, model, target)."""
@@ -442,8 +477,9 @@ def write_ablations_report(results_root: str, out_dir: str, protocol: str = "qui
 def write_report(results_root: str, out_dir: str, study: str = "benchmark",
                  protocol: str = "quick", reps: int = 2000) -> str:
     """Write <out_dir>/report.md, aggregate.png, aggregate_poi.png (and aggregate_target<k>.png
-    for the protocol's other target returns), curves.png, score_vs_params.png (study
-    "ablations": see write_ablations_report); returns the markdown."""
+    for the protocol's other target returns), curves.png, score_vs_params.png, latency.png
+    (when <results_root>/benchmarks/benchmark_inference.json exists; study "ablations": see
+    write_ablations_report); returns the markdown."""
     if study == "ablations":
         return write_ablations_report(results_root, out_dir, protocol, reps)
     cells = load_cells(results_root, study, protocol)
@@ -464,11 +500,16 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
     plot_curves(cells, os.path.join(out_dir, "curves.png"))
     plot_score_vs_params(rows, os.path.join(out_dir, "score_vs_params.png"))
     share = parameter_share(rows)
-    text = "\n\n".join([
+    latency = ""
+    bench_path = os.path.join(results_root, "benchmarks", "benchmark_inference.json")
+    if study == "benchmark" and os.path.exists(bench_path):
+        with open(bench_path) as fh:
+            latency = latency_section(json.load(fh), os.path.join(out_dir, "latency.png"))
+    text = "\n\n".join(part for part in [
         f"# {study} / {protocol}", share, table, dataset_table(cells), *aggregates,
         f"Published scores are from the D4RL v2 datasets with other code ({PUBLISHED_SOURCES}); "
         "ours use the datasets this package generates (see dataset_provenance in each cell's "
-        "JSON), so the two columns are not comparable number for number."])
+        "JSON), so the two columns are not comparable number for number.", latency] if part)
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write(text + "\n")
     return text

@@ -189,3 +189,21 @@ def test_aggregate_is_reported_at_every_protocol_target(tmp_path):
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=200)
     assert "first (published) target return" in md and "second target return" in md
     assert (tmp_path / "out" / "aggregate_target2.png").stat().st_size > 0
+
+
+def test_latency_section_tabulates_and_plots_the_inference_benchmark(tmp_path):
+    bench = {"meta": {"device": "cpu:0"}, "rows": [
+        {"model": m, "length": n, "batch": b, "us_per_step": us}
+        for m, per in (("dt", {20: 800.0, 1000: 340000.0}), ("s4dm", {20: 210.0, 1000: 180.0}))
+        for n, us in per.items() for b in (1, 10)]}
+    text = report.latency_section(bench, str(tmp_path / "latency.png"))
+    assert "| S4DM | 0.21 | 0.18 |" in text and "| DT | 0.8 | 340 |" in text
+    assert "t = 20 | t = 1000" in text and (tmp_path / "latency.png").stat().st_size > 0
+    assert report.latency_section({"rows": []}, str(tmp_path / "none.png")) == ""
+    # the benchmark report picks it up from <results>/benchmarks/
+    _write(str(tmp_path), [_cell("hopper", "medium", "s4dm", np.ones((3, 2)), 1)])
+    os.makedirs(tmp_path / "benchmarks")
+    with open(tmp_path / "benchmarks" / "benchmark_inference.json", "w") as fh:
+        json.dump(bench, fh)
+    md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=50)
+    assert "Per-step inference latency" in md and (tmp_path / "out" / "latency.png").exists()

@@ -15,9 +15,9 @@ import json
 import jax
 
 from s4dm_jax.models import make_model, param_count, param_table
+from s4dm_jax.study.grid import ENV_DIMS
 
 MODELS = ("s4dm", "dt", "mamba", "bc")
-ENVS = {"hopper": (11, 3), "halfcheetah": (17, 6), "walker2d": (17, 6)}  # (obs_dim, act_dim)
 
 
 def count(name: str, obs_dim: int, act_dim: int) -> int:
@@ -29,7 +29,7 @@ def count(name: str, obs_dim: int, act_dim: int) -> int:
 def rows() -> list[dict]:
     """One row per environment: obs, act, a count per model and S4DM/DT in percent."""
     out = []
-    for env, (obs, act) in ENVS.items():
+    for env, (obs, act) in ENV_DIMS.items():
         row = {"env": env, "obs": obs, "act": act}
         row.update({name: count(name, obs, act) for name in MODELS})
         row["S4DM/DT %"] = 100.0 * row["s4dm"] / row["dt"]

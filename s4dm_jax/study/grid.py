@@ -27,16 +27,20 @@ import platform
 import subprocess
 from collections.abc import Iterable, Sequence
 
+import jax
 import ml_collections
 
 from s4dm_jax.data import DatasetError
 from s4dm_jax.data.minari_io import default_store_root
+from s4dm_jax.models import make_model, param_count
 from s4dm_jax.train.history import read_history
 from s4dm_jax.train.trainer import train_and_evaluate
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
 DATASETS = ("medium", "medium-replay")
 MODELS = ("s4dm", "dt", "mamba", "bc")
+# Observation and action sizes of the gymnasium -v5 MuJoCo envs (parameter counts without data).
+ENV_DIMS = {"halfcheetah": (17, 6), "hopper": (11, 3), "walker2d": (17, 6)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +99,18 @@ def cell_config(model: str, env: str, dataset: str, protocol: Protocol,
             target = target[part]
         target[last] = value
     return config
+
+
+def preset_param_count(model: str, env: str, dataset: str = "medium",
+                       overrides: dict | None = None) -> int:
+    """Trainable parameters of `model`'s `<env>-<dataset>` preset (with `overrides`), counted
+    from shapes only (jax.eval_shape of the model's init)."""
+    config = cell_config(model, env, dataset, PROTOCOLS["quick"], overrides)
+    kwargs = config.model.to_dict()
+    name = kwargs.pop("name")
+    obs_dim, act_dim = ENV_DIMS[env]
+    net = make_model(name, obs_dim, act_dim, **kwargs)
+    return param_count(jax.eval_shape(net.init, jax.random.PRNGKey(0)))
 
 
 def parse_assignments(items) -> dict:

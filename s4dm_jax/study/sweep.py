@@ -9,6 +9,7 @@ and resumed like grid cells) whose trials carry their learning rate; `table` and
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Sequence
@@ -51,33 +52,83 @@ def run_job(name: str, overrides: dict, env: str, dataset: str, protocol: grid.P
 
 
 def rows(results_root: str, protocol: str) -> list[dict]:
-    """One row per trained trial: shape, learning rate, seed, params, score."""
+    """One row per trained trial: shape, learning rate, seed, params (and DT's, from its preset
+    on the same env), score (normalised, at the protocol's first target return) and the score
+    at the second target where there is one."""
     out = []
+    dt_params = functools.cache(lambda env, dataset: grid.preset_param_count("dt", env, dataset))
     for cell in report.load_cells(results_root, "sweep", protocol):
         if cell.get("status") != "finished":
             continue
         cfg, res = cell["config"]["model"], cell["results"]
-        scores = report.episode_scores(cell)  # [trials, episodes]
+        per_target = [report.episode_scores(cell, t) for t in range(len(res["eval"]))]
         for i, trial in enumerate(res["trials"]):
             out.append({"env": cell["env"], "dataset": cell["dataset"],
                         "d_state": cfg["ssm"]["d_state"], "n_layers": cfg["n_layers"],
                         "d_model": cfg["d_model"], "token_layout": cfg["token_layout"],
                         "learning_rate": trial["learning_rate"], "seed": trial["seed"],
-                        "params": res["num_params"], "score": float(scores[i].mean()),
+                        "params": res["num_params"],
+                        "dt_params": dt_params(cell["env"], cell["dataset"]),
+                        "score": float(per_target[0][i].mean()),
+                        "score_target2": (float(per_target[1][i].mean())
+                                          if len(per_target) > 1 else None),
                         "final_loss": float(res["final_train_loss_per_seed"][i])})
     return out
 
 
-def table(sweep_rows: Sequence[dict], dt_params: int | None = None) -> str:
+def _share(r: dict) -> str:
+    return f"{100 * r['params'] / r['dt_params']:.1f}"
+
+
+def table(sweep_rows: Sequence[dict]) -> str:
     """Markdown: every trial, best first, with its share of DT's parameters."""
-    head = ("| N | layers | width | layout | lr | params | % of DT | score | final loss |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| data | N | layers | width | layout | lr | seed | params | % of DT | score | "
+            "score (2nd target) | final loss |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in sorted(sweep_rows, key=lambda r: -r["score"]):
-        share = f"{100 * r['params'] / dt_params:.1f}" if dt_params else "-"
-        lines.append(f"| {r['d_state']} | {r['n_layers']} | {r['d_model']} | "
-                     f"{r['token_layout']} | {r['learning_rate']:g} | {r['params']:,} | {share} "
-                     f"| {r['score']:.1f} | {r['final_loss']:.4f} |")
+        second = "-" if r["score_target2"] is None else f"{r['score_target2']:.1f}"
+        lines.append(f"| {r['env']}-{r['dataset']} | {r['d_state']} | {r['n_layers']} | "
+                     f"{r['d_model']} | {r['token_layout']} | {r['learning_rate']:g} | "
+                     f"{r['seed']} | {r['params']:,} | {_share(r)} | {r['score']:.1f} | "
+                     f"{second} | {r['final_loss']:.4f} |")
+    return "\n".join(lines)
+
+
+def summary(sweep_rows: Sequence[dict]) -> list[dict]:
+    """One entry per (dataset, shape, learning rate): its seeds' scores, mean and std over seeds
+    (ddof 0 with one seed), at each target; best mean at the first target first."""
+    groups: dict = {}
+    for r in sweep_rows:
+        key = (r["env"], r["dataset"], r["d_state"], r["n_layers"], r["d_model"],
+               r["token_layout"], r["learning_rate"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, members in groups.items():
+        scores = np.array([m["score"] for m in members])
+        second = [m["score_target2"] for m in members]
+        entry = dict(zip(("env", "dataset", "d_state", "n_layers", "d_model", "token_layout",
+                          "learning_rate"), key, strict=True))
+        entry.update(params=members[0]["params"], dt_params=members[0]["dt_params"],
+                     seeds=len(members), mean=float(scores.mean()), std=float(scores.std()),
+                     mean_target2=None if None in second else float(np.mean(second)),
+                     std_target2=None if None in second else float(np.std(second)),
+                     final_loss=float(np.mean([m["final_loss"] for m in members])))
+        out.append(entry)
+    return sorted(out, key=lambda e: -e["mean"])
+
+
+def summary_table(entries: Sequence[dict]) -> str:
+    """Markdown of `summary`: mean +- std over seeds at each target."""
+    lines = ["| data | N | layers | width | layout | lr | params | % of DT | seeds | score | "
+             "score (2nd target) | final loss |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        second = ("-" if e["mean_target2"] is None
+                  else f"{e['mean_target2']:.1f} +- {e['std_target2']:.1f}")
+        lines.append(f"| {e['env']}-{e['dataset']} | {e['d_state']} | {e['n_layers']} | "
+                     f"{e['d_model']} | {e['token_layout']} | {e['learning_rate']:g} | "
+                     f"{e['params']:,} | {_share(e)} | {e['seeds']} | {e['mean']:.1f} +- "
+                     f"{e['std']:.1f} | {second} | {e['final_loss']:.4f} |")
     return "\n".join(lines)
 
 
@@ -129,13 +180,16 @@ def plot_heatmaps(sweep_rows: Sequence[dict], path: str) -> None:
     plt.close(fig)
 
 
-def write_report(results_root: str, out_dir: str, protocol: str = "sweep",
-                 dt_params: int | None = None) -> str:
-    """<out_dir>/sweep.md and sweep_heatmaps.png; returns the markdown."""
+def write_report(results_root: str, out_dir: str, protocol: str = "sweep") -> str:
+    """<out_dir>/sweep.md (mean +- std over seeds per shape and learning rate, then every
+    trial) and sweep_heatmaps.png; returns the markdown."""
     os.makedirs(out_dir, exist_ok=True)
     sweep_rows = rows(results_root, protocol)
     plot_heatmaps(sweep_rows, os.path.join(out_dir, "sweep_heatmaps.png"))
-    text = f"# S4DM sweep ({protocol})\n\n" + table(sweep_rows, dt_params) + "\n"
+    text = (f"# S4DM sweep ({protocol})\n\nScore: normalised return, mean over evaluation "
+            "episodes, at the protocol's first target return (then its second); mean +- std "
+            "over seeds.\n\n" + summary_table(summary(sweep_rows)) + "\n\n## Every trial\n\n"
+            + table(sweep_rows) + "\n")
     with open(os.path.join(out_dir, "sweep.md"), "w") as fh:
         fh.write(text)
     return text

@@ -1,14 +1,54 @@
 """A tiny S4DM sweep through the same code path (experiments/sweep.py, submitit local
-executor): shape jobs, vmapped learning rates, the table and the heat maps."""
+executor): shape jobs, vmapped learning rates, the tables and the heat maps."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from runner_configs import ROOT
 
-from s4dm_jax.study import sweep
+from s4dm_jax.study import grid, sweep
+
+
+def _dense(i, o):
+    return i * o + o
+
+
+@pytest.mark.parametrize("env", ["hopper", "halfcheetah"])
+def test_preset_param_count_of_dt_is_the_hand_count(env):
+    # GPT-2 blocks (2 LayerNorms, qkv, proj, 4x MLP), 1000 timestep embeddings, the return,
+    # state and action embeddings, embed_ln, ln_f and the action head (width 128, 3 layers).
+    obs, act = grid.ENV_DIMS[env]
+    h = 128
+    block = 4 * h + _dense(h, 3 * h) + _dense(h, h) + _dense(h, 4 * h) + _dense(4 * h, h)
+    hand = (1000 * h + _dense(1, h) + _dense(obs, h) + _dense(act, h) + 2 * h + 3 * block
+            + 2 * h + _dense(h, act))
+    assert grid.preset_param_count("dt", env, "medium") == hand
+    assert hand == {"hopper": 726_019, "halfcheetah": 727_558}[env]  # README's table
+
+
+def _row(n, lr, seed, score, second):
+    return {"env": "hopper", "dataset": "medium", "d_state": n, "n_layers": 4, "d_model": 18,
+            "token_layout": "step", "learning_rate": lr, "seed": seed, "params": 1000,
+            "dt_params": 8000, "score": score, "score_target2": second, "final_loss": 0.1}
+
+
+def test_summary_groups_seeds_per_shape_and_learning_rate():
+    rows = [_row(64, 1e-3, 0, 10.0, 1.0), _row(64, 1e-3, 1, 20.0, 3.0),
+            _row(64, 3e-3, 0, 30.0, 5.0), _row(128, 1e-3, 0, 12.0, 7.0),
+            _row(128, 1e-3, 1, 16.0, 9.0)]
+    entries = sweep.summary(rows)
+    assert [(e["d_state"], e["learning_rate"], e["seeds"]) for e in entries] == [
+        (64, 3e-3, 1), (64, 1e-3, 2), (128, 1e-3, 2)]  # best mean first: 30, 15, 14
+    e = entries[1]
+    assert e["mean"] == 15.0 and e["std"] == pytest.approx(np.std([10.0, 20.0]))
+    assert e["mean_target2"] == 2.0 and e["std_target2"] == 1.0
+    md = sweep.summary_table(entries)
+    assert "| hopper-medium | 64 | 4 | 18 | step | 0.001 | 1,000 | 12.5 | 2 | 15.0 +- 5.0 | " \
+           "2.0 +- 1.0 |" in md
 
 
 def test_sweep_jobs_cover_the_shape_grid():
@@ -35,4 +75,7 @@ def test_tiny_sweep_runs_through_the_local_executor(tmp_path):
     assert len(rows) == 4 and {r["d_state"] for r in rows} == {8, 16}
     report_dir = tmp_path / "res" / "sweep" / "sweep" / "report"
     assert (report_dir / "sweep_heatmaps.png").stat().st_size > 0
-    assert "| 16 | 1 | 8 | step |" in (report_dir / "sweep.md").read_text()
+    text = (report_dir / "sweep.md").read_text()
+    assert "| hopper-medium | 16 | 1 | 8 | step | 0.001 |" in text  # summary and every trial
+    share = 100 * cell["results"]["num_params"] / grid.preset_param_count("dt", "hopper")
+    assert f"| {cell['results']['num_params']:,} | {share:.1f} | 1 |" in text

@@ -53,8 +53,9 @@ def run_job(name: str, overrides: dict, env: str, dataset: str, protocol: grid.P
 
 def rows(results_root: str, protocol: str) -> list[dict]:
     """One row per trained trial: shape, learning rate, seed, params (and DT's, from its preset
-    on the same env), score (normalised, at the protocol's first target return) and the score
-    at the second target where there is one."""
+    on the same env), score (normalised, at the protocol's first target return), the score at
+    the second target where there is one, and `selection`, the mean over the targets: what the
+    summary ranks by and the heat maps show."""
     out = []
     dt_params = functools.cache(lambda env, dataset: grid.preset_param_count("dt", env, dataset))
     for cell in report.load_cells(results_root, "sweep", protocol):
@@ -72,6 +73,7 @@ def rows(results_root: str, protocol: str) -> list[dict]:
                         "score": float(per_target[0][i].mean()),
                         "score_target2": (float(per_target[1][i].mean())
                                           if len(per_target) > 1 else None),
+                        "selection": float(np.mean([s[i].mean() for s in per_target])),
                         "final_loss": float(res["final_train_loss_per_seed"][i])})
     return out
 
@@ -81,22 +83,24 @@ def _share(r: dict) -> str:
 
 
 def table(sweep_rows: Sequence[dict]) -> str:
-    """Markdown: every trial, best first, with its share of DT's parameters."""
+    """Markdown: every trial, best first (by `selection`), with its share of DT's
+    parameters."""
     head = ("| data | N | layers | width | layout | lr | seed | params | % of DT | score | "
-            "score (2nd target) | final loss |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "score (2nd target) | mean of targets | final loss |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
-    for r in sorted(sweep_rows, key=lambda r: -r["score"]):
+    for r in sorted(sweep_rows, key=lambda r: -r["selection"]):
         second = "-" if r["score_target2"] is None else f"{r['score_target2']:.1f}"
         lines.append(f"| {r['env']}-{r['dataset']} | {r['d_state']} | {r['n_layers']} | "
                      f"{r['d_model']} | {r['token_layout']} | {r['learning_rate']:g} | "
                      f"{r['seed']} | {r['params']:,} | {_share(r)} | {r['score']:.1f} | "
-                     f"{second} | {r['final_loss']:.4f} |")
+                     f"{second} | {r['selection']:.1f} | {r['final_loss']:.4f} |")
     return "\n".join(lines)
 
 
 def summary(sweep_rows: Sequence[dict]) -> list[dict]:
-    """One entry per (dataset, shape, learning rate): its seeds' scores, mean and std over seeds
-    (ddof 0 with one seed), at each target; best mean at the first target first."""
+    """One entry per (dataset, shape, learning rate): mean and std over its seeds (ddof 0) at
+    each target and of `selection` (the mean over targets); best mean selection first."""
     groups: dict = {}
     for r in sweep_rows:
         key = (r["env"], r["dataset"], r["d_state"], r["n_layers"], r["d_model"],
@@ -106,29 +110,32 @@ def summary(sweep_rows: Sequence[dict]) -> list[dict]:
     for key, members in groups.items():
         scores = np.array([m["score"] for m in members])
         second = [m["score_target2"] for m in members]
+        selection = np.array([m["selection"] for m in members])
         entry = dict(zip(("env", "dataset", "d_state", "n_layers", "d_model", "token_layout",
                           "learning_rate"), key, strict=True))
         entry.update(params=members[0]["params"], dt_params=members[0]["dt_params"],
                      seeds=len(members), mean=float(scores.mean()), std=float(scores.std()),
                      mean_target2=None if None in second else float(np.mean(second)),
                      std_target2=None if None in second else float(np.std(second)),
+                     selection=float(selection.mean()), selection_std=float(selection.std()),
                      final_loss=float(np.mean([m["final_loss"] for m in members])))
         out.append(entry)
-    return sorted(out, key=lambda e: -e["mean"])
+    return sorted(out, key=lambda e: -e["selection"])
 
 
 def summary_table(entries: Sequence[dict]) -> str:
-    """Markdown of `summary`: mean +- std over seeds at each target."""
+    """Markdown of `summary`: mean +- std over seeds at each target and of their mean."""
     lines = ["| data | N | layers | width | layout | lr | params | % of DT | seeds | score | "
-             "score (2nd target) | final loss |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "score (2nd target) | mean of targets | final loss |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         second = ("-" if e["mean_target2"] is None
                   else f"{e['mean_target2']:.1f} +- {e['std_target2']:.1f}")
         lines.append(f"| {e['env']}-{e['dataset']} | {e['d_state']} | {e['n_layers']} | "
                      f"{e['d_model']} | {e['token_layout']} | {e['learning_rate']:g} | "
                      f"{e['params']:,} | {_share(e)} | {e['seeds']} | {e['mean']:.1f} +- "
-                     f"{e['std']:.1f} | {second} | {e['final_loss']:.4f} |")
+                     f"{e['std']:.1f} | {second} | {e['selection']:.1f} +- "
+                     f"{e['selection_std']:.1f} | {e['final_loss']:.4f} |")
     return "\n".join(lines)
 
 
@@ -143,12 +150,12 @@ def _heatmap(ax, values: dict, xs, ys, xlabel: str, ylabel: str, title: str):
         if np.isfinite(v):
             ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=8)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    plt.colorbar(im, ax=ax, label="normalised score")
+    plt.colorbar(im, ax=ax, label="normalised score, mean of targets")
 
 
 def plot_heatmaps(sweep_rows: Sequence[dict], path: str) -> None:
-    """Mean score over seeds: lr x state size (one panel per layer count) and layers x width
-    (best lr)."""
+    """Mean over seeds of `selection` (the score averaged over the protocol's targets): lr x
+    state size (one panel per layer count) and layers x width (best lr and N)."""
     if not sweep_rows:
         return
     lrs = sorted({r["learning_rate"] for r in sweep_rows})
@@ -161,7 +168,7 @@ def plot_heatmaps(sweep_rows: Sequence[dict], path: str) -> None:
         for r in sweep_rows:
             key = key_fn(r)
             if key is not None:
-                groups.setdefault(key, []).append(r["score"])
+                groups.setdefault(key, []).append(r["selection"])
         return {k: float(np.mean(v)) for k, v in groups.items()}
 
     fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.4),
@@ -187,8 +194,9 @@ def write_report(results_root: str, out_dir: str, protocol: str = "sweep") -> st
     sweep_rows = rows(results_root, protocol)
     plot_heatmaps(sweep_rows, os.path.join(out_dir, "sweep_heatmaps.png"))
     text = (f"# S4DM sweep ({protocol})\n\nScore: normalised return, mean over evaluation "
-            "episodes, at the protocol's first target return (then its second); mean +- std "
-            "over seeds.\n\n" + summary_table(summary(sweep_rows)) + "\n\n## Every trial\n\n"
+            "episodes, at the protocol's first target return, at its second, and the mean of "
+            "the two (the ranking and the heat maps); mean +- std over seeds.\n\n"
+            + summary_table(summary(sweep_rows)) + "\n\n## Every trial\n\n"
             + table(sweep_rows) + "\n")
     with open(os.path.join(out_dir, "sweep.md"), "w") as fh:
         fh.write(text)

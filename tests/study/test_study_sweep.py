@@ -33,22 +33,26 @@ def test_preset_param_count_of_dt_is_the_hand_count(env):
 def _row(n, lr, seed, score, second):
     return {"env": "hopper", "dataset": "medium", "d_state": n, "n_layers": 4, "d_model": 18,
             "token_layout": "step", "learning_rate": lr, "seed": seed, "params": 1000,
-            "dt_params": 8000, "score": score, "score_target2": second, "final_loss": 0.1}
+            "dt_params": 8000, "score": score, "score_target2": second,
+            "selection": (score + second) / 2, "final_loss": 0.1}
 
 
 def test_summary_groups_seeds_per_shape_and_learning_rate():
     rows = [_row(64, 1e-3, 0, 10.0, 1.0), _row(64, 1e-3, 1, 20.0, 3.0),
-            _row(64, 3e-3, 0, 30.0, 5.0), _row(128, 1e-3, 0, 12.0, 7.0),
-            _row(128, 1e-3, 1, 16.0, 9.0)]
+            _row(64, 3e-3, 0, 30.0, 5.0), _row(128, 1e-3, 0, 12.0, 27.0),
+            _row(128, 1e-3, 1, 16.0, 29.0)]
     entries = sweep.summary(rows)
+    # ranked by the mean of the two targets: 21.0, 17.5, 8.5 (at the first target alone the
+    # order would be 30, 15, 14)
     assert [(e["d_state"], e["learning_rate"], e["seeds"]) for e in entries] == [
-        (64, 3e-3, 1), (64, 1e-3, 2), (128, 1e-3, 2)]  # best mean first: 30, 15, 14
-    e = entries[1]
+        (128, 1e-3, 2), (64, 3e-3, 1), (64, 1e-3, 2)]
+    e = entries[2]
     assert e["mean"] == 15.0 and e["std"] == pytest.approx(np.std([10.0, 20.0]))
     assert e["mean_target2"] == 2.0 and e["std_target2"] == 1.0
+    assert e["selection"] == 8.5 and e["selection_std"] == pytest.approx(3.0)
     md = sweep.summary_table(entries)
     assert "| hopper-medium | 64 | 4 | 18 | step | 0.001 | 1,000 | 12.5 | 2 | 15.0 +- 5.0 | " \
-           "2.0 +- 1.0 |" in md
+           "2.0 +- 1.0 | 8.5 +- 3.0 |" in md
 
 
 def test_sweep_jobs_cover_the_shape_grid():

@@ -139,11 +139,12 @@ def summary_table(entries: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _heatmap(ax, values: dict, xs, ys, xlabel: str, ylabel: str, title: str):
+def _heatmap(ax, values: dict, xs, ys, xlabel: str, ylabel: str, title: str, vlim):
     grid_ = np.full((len(ys), len(xs)), np.nan)
     for (x, y), v in values.items():
         grid_[ys.index(y), xs.index(x)] = v
-    im = ax.imshow(grid_, cmap="viridis", origin="lower", aspect="auto")
+    im = ax.imshow(grid_, cmap="viridis", origin="lower", aspect="auto", vmin=vlim[0],
+                   vmax=vlim[1])
     ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
     ax.set_yticks(range(len(ys)), [str(y) for y in ys])
     for (i, j), v in np.ndenumerate(grid_):
@@ -155,7 +156,8 @@ def _heatmap(ax, values: dict, xs, ys, xlabel: str, ylabel: str, title: str):
 
 def plot_heatmaps(sweep_rows: Sequence[dict], path: str) -> None:
     """Mean over seeds of `selection` (the score averaged over the protocol's targets): lr x
-    state size (one panel per layer count) and layers x width (best lr and N)."""
+    state size (one panel per layer count) and layers x width (best lr and N), all panels on
+    one colour scale."""
     if not sweep_rows:
         return
     lrs = sorted({r["learning_rate"] for r in sweep_rows})
@@ -171,17 +173,20 @@ def plot_heatmaps(sweep_rows: Sequence[dict], path: str) -> None:
                 groups.setdefault(key, []).append(r["selection"])
         return {k: float(np.mean(v)) for k, v in groups.items()}
 
+    means = mean_over_seeds(
+        lambda r: (r["learning_rate"], r["d_state"], r["n_layers"], r["d_model"]))
+    vlim = (min(means.values()), max(means.values()))
     fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4.2 * (len(layers) + 1), 3.4),
                              squeeze=False)
     for ax, n_layers in zip(axes[0], layers, strict=False):
         values = mean_over_seeds(lambda r, nl=n_layers: (r["learning_rate"], r["d_state"])
                                  if r["n_layers"] == nl else None)
-        _heatmap(ax, values, lrs, ns, "learning rate", "state size N", f"{n_layers} layers")
+        _heatmap(ax, values, lrs, ns, "learning rate", "state size N", f"{n_layers} layers",
+                 vlim)
     best: dict = {}
-    for (_, _, nl, w), v in mean_over_seeds(
-            lambda r: (r["learning_rate"], r["d_state"], r["n_layers"], r["d_model"])).items():
+    for (_, _, nl, w), v in means.items():
         best[(w, nl)] = max(best.get((w, nl), -np.inf), v)
-    _heatmap(axes[0][-1], best, widths, layers, "width H", "layers", "best over lr and N")
+    _heatmap(axes[0][-1], best, widths, layers, "width H", "layers", "best over lr and N", vlim)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,6 +1,6 @@
 """Trainable-parameter counts of the default configs of all four models on D4RL MuJoCo shapes.
 
-Uses `make_model` with each model's DEFAULTS and `param_count` / `param_table` from
+Uses `model_param_count` with each model's DEFAULTS and `param_table` from
 s4dm_jax.models (no `python -m` command in the package offers this table). Parameters are
 counted from shapes only (jax.eval_shape of `model.init`), so nothing is computed.
 
@@ -12,18 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import jax
-
-from s4dm_jax.models import make_model, param_count, param_table
+from s4dm_jax.models import model_param_count, param_table
 from s4dm_jax.study.grid import ENV_DIMS
 
 MODELS = ("s4dm", "dt", "mamba", "bc")
-
-
-def count(name: str, obs_dim: int, act_dim: int) -> int:
-    """Parameter count of `name` with its DEFAULTS (shapes only)."""
-    model = make_model(name, obs_dim, act_dim)
-    return param_count(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
 
 
 def rows() -> list[dict]:
@@ -31,7 +23,7 @@ def rows() -> list[dict]:
     out = []
     for env, (obs, act) in ENV_DIMS.items():
         row = {"env": env, "obs": obs, "act": act}
-        row.update({name: count(name, obs, act) for name in MODELS})
+        row.update({name: model_param_count(name, obs, act) for name in MODELS})
         row["S4DM/DT %"] = 100.0 * row["s4dm"] / row["dt"]
         out.append(row)
     return out

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 
+import jax
+
 from s4dm_jax.models import bc, dt, mamba, s4dm
 from s4dm_jax.models.base import (
     DecisionModel,
@@ -69,5 +71,12 @@ def make_model(name: str, obs_dim: int, act_dim: int, *, discrete: bool = False,
                          compute_dtype=config["compute_dtype"])
 
 
-__all__ = ["DEFAULTS", "DecisionModel", "action_loss", "make_model", "param_count",
-           "param_table"]
+def model_param_count(name: str, obs_dim: int, act_dim: int, **kwargs) -> int:
+    """Trainable parameters of `make_model(name, obs_dim, act_dim, **kwargs)`, counted from
+    shapes only (jax.eval_shape of its init: nothing is computed)."""
+    model = make_model(name, obs_dim, act_dim, **kwargs)
+    return param_count(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+
+
+__all__ = ["DEFAULTS", "DecisionModel", "action_loss", "make_model", "model_param_count",
+           "param_count", "param_table"]

@@ -27,12 +27,11 @@ import platform
 import subprocess
 from collections.abc import Iterable, Sequence
 
-import jax
 import ml_collections
 
 from s4dm_jax.data import DatasetError
 from s4dm_jax.data.minari_io import default_store_root
-from s4dm_jax.models import make_model, param_count
+from s4dm_jax.models import model_param_count
 from s4dm_jax.train.history import read_history
 from s4dm_jax.train.trainer import train_and_evaluate
 
@@ -108,9 +107,7 @@ def preset_param_count(model: str, env: str, dataset: str = "medium",
     config = cell_config(model, env, dataset, PROTOCOLS["quick"], overrides)
     kwargs = config.model.to_dict()
     name = kwargs.pop("name")
-    obs_dim, act_dim = ENV_DIMS[env]
-    net = make_model(name, obs_dim, act_dim, **kwargs)
-    return param_count(jax.eval_shape(net.init, jax.random.PRNGKey(0)))
+    return model_param_count(name, *ENV_DIMS[env], **kwargs)
 
 
 def parse_assignments(items) -> dict:

@@ -4,7 +4,7 @@ and the markdown parameter table."""
 import jax
 import pytest
 
-from s4dm_jax.models import DEFAULTS, make_model, param_count, param_table
+from s4dm_jax.models import DEFAULTS, make_model, model_param_count, param_table
 from s4dm_jax.nn import ssm_param_mask
 
 
@@ -38,27 +38,21 @@ def bc_count(obs, act):
     return dense(obs, 256) + dense(256, 256) + dense(256, act)
 
 
-def _count(name, obs, act, **kw):
-    model = make_model(name, obs, act, **kw)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-    return param_count(shapes)
-
-
 @pytest.mark.parametrize("obs,act", [(11, 3), (17, 6)])
 def test_default_param_counts(obs, act):
-    dt = _count("dt", obs, act)
+    dt = model_param_count("dt", obs, act)
     assert dt == dt_count(obs, act)
     s4 = DEFAULTS["s4dm"]
-    assert _count("s4dm", obs, act) == s4dm_count(obs, act, s4["d_model"], s4["ssm"]["d_state"],
-                                                  s4["n_layers"])
-    assert _count("mamba", obs, act) == mamba_count(obs, act)
-    assert _count("bc", obs, act) == bc_count(obs, act)
+    assert model_param_count("s4dm", obs, act) == s4dm_count(
+        obs, act, s4["d_model"], s4["ssm"]["d_state"], s4["n_layers"])
+    assert model_param_count("mamba", obs, act) == mamba_count(obs, act)
+    assert model_param_count("bc", obs, act) == bc_count(obs, act)
 
 
 def test_dt_and_s4dm_sizes_on_hopper():
-    dt = _count("dt", 11, 3)
+    dt = model_param_count("dt", 11, 3)
     assert dt == 726_019  # "about 0.73M" (REFERENCE section 2)
-    s4 = _count("s4dm", 11, 3)
+    s4 = model_param_count("s4dm", 11, 3)
     assert s4 <= 0.15 * dt  # the seed reports 86% fewer parameters than DT
 
 

@@ -4,6 +4,7 @@ as the benchmark grid.
     python experiments/ablations.py --ablation context --env hopper --dataset medium
     python experiments/ablations.py --ablation delayed kernel --protocol quick
     python experiments/ablations.py --ablation targets        # needs the grid's hopper-medium
+    python experiments/ablations.py --ablation tuned --env halfcheetah --dataset medium-replay
 
 Results: results/ablations/<protocol>/<env>-<dataset>/<model>-<variant>.json; then
 `python experiments/report.py --study ablations --protocol quick`.

@@ -411,44 +411,51 @@ def plot_targets(rows: Sequence[dict], path: str) -> None:
 
 def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
                    reps: int = 2000) -> tuple[str, list[dict]]:
-    """Trained ablation variants (context, delayed, kernel) beside the grid cell of the same
-    model and dataset: IQM [95% CI] of the first target's normalised scores for each, and the
-    difference of the seed means."""
+    """Trained ablation variants (context, delayed, kernel, tuned) beside the grid cell of the
+    same model and dataset, one row per target return: IQM [95% CI] of the normalised scores
+    of each, and the difference of the means over seeds x episodes."""
     grid_by_key = {(c["env"], c["dataset"], c["model"]): c for c in grid_cells
                    if c.get("status") == "finished"}
-    grid_stats = {}  # key -> (mean, IQM, CI) of a grid cell, bootstrapped once per cell
+
+    def stats(cell, t):
+        scores = episode_scores(cell, t)
+        point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
+        return (float(scores.mean()), float(point["x"][0]), [float(v) for v in ci["x"][:, 0]],
+                scores.shape[0])
+
+    grid_stats = {}  # (env, dataset, model, target index) -> stats, bootstrapped once
     rows = []
     for c in cells:
         if c.get("status") != "finished" or "results" not in c:
             continue
-        base = grid_by_key.get((c["env"], c["dataset"], c["model"]))
-        scores = episode_scores(c)
-        point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
-        row = {"env": c["env"], "dataset": c["dataset"], "model": c["model"],
-               "variant": c.get("name", c["model"]), "overrides": c.get("overrides", {}),
-               "mean": float(scores.mean()), "iqm": float(point["x"][0]),
-               "ci": [float(v) for v in ci["x"][:, 0]], "seeds": scores.shape[0]}
-        if base is not None:
-            key = (c["env"], c["dataset"], c["model"])
-            if key not in grid_stats:
-                bscores = episode_scores(base)
-                bpoint, bci = _iqm_ci({"x": bscores.reshape(-1, 1)}, reps)
-                grid_stats[key] = (float(bscores.mean()), float(bpoint["x"][0]),
-                                   [float(v) for v in bci["x"][:, 0]])
-            row.update(zip(("grid_mean", "grid_iqm", "grid_ci"), grid_stats[key], strict=True))
-        rows.append(row)
+        key = (c["env"], c["dataset"], c["model"])
+        base = grid_by_key.get(key)
+        for t, entry in enumerate(c["results"]["eval"]):
+            mean, iqm, ci, seeds = stats(c, t)
+            row = {"env": c["env"], "dataset": c["dataset"], "model": c["model"],
+                   "variant": c.get("name", c["model"]), "overrides": c.get("overrides", {}),
+                   "target": entry["target_return"], "mean": mean, "iqm": iqm, "ci": ci,
+                   "seeds": seeds}
+            base_evals = base["results"]["eval"] if base is not None else []
+            if t < len(base_evals) and base_evals[t]["target_return"] == entry["target_return"]:
+                if key + (t,) not in grid_stats:
+                    grid_stats[key + (t,)] = stats(base, t)[:3]
+                row.update(zip(("grid_mean", "grid_iqm", "grid_ci"), grid_stats[key + (t,)],
+                               strict=True))
+            rows.append(row)
     if not rows:
         return "(no trained ablation variant has finished)", rows
-    lines = ["| dataset | variant | overrides | IQM [95% CI] | grid cell IQM [95% CI] | "
-             "mean - grid mean |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | variant | overrides | target | IQM [95% CI] | grid cell IQM [95% CI] | "
+             "mean - grid mean |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
         grid_txt, diff = "-", "-"
         if "grid_iqm" in r:
             grid_txt = f"{r['grid_iqm']:.1f} [{r['grid_ci'][0]:.1f}, {r['grid_ci'][1]:.1f}]"
             diff = f"{r['mean'] - r['grid_mean']:+.1f}"
-        lines.append(f"| {r['env']}-{r['dataset']} | {r['variant']} | {over} | {r['iqm']:.1f} "
-                     f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | {grid_txt} | {diff} |")
+        lines.append(f"| {r['env']}-{r['dataset']} | {r['variant']} | {over} | "
+                     f"{r['target']:g} | {r['iqm']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | "
+                     f"{grid_txt} | {diff} |")
     return "\n".join(lines), rows
 
 
@@ -465,8 +472,8 @@ def write_ablations_report(results_root: str, out_dir: str, protocol: str = "qui
     text = "\n\n".join([
         f"# ablations / {protocol}",
         "Trained variants beside the grid cell of the same model and dataset (normalised "
-        "scores at the first target return; IQM over seeds x episodes, 95% stratified-"
-        "bootstrap CIs):", variants,
+        "scores at each target return; IQM over seeds x episodes, 95% stratified-bootstrap "
+        "CIs):", variants,
         "Return conditioning (evaluation of the grid cells at a range of target returns; "
         "targets.png):", targets])
     with open(os.path.join(out_dir, "report.md"), "w") as fh:

@@ -119,6 +119,10 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     _write(str(tmp_path), [_cell("hopper", "medium", "s4dm", grid, 100)])
     variant = {**_cell("hopper", "medium", "s4dm", delayed, 100), "name": "s4dm-delayed",
                "overrides": {"delayed_reward": True}}
+    # a second target return, which the grid cell was not evaluated at: no grid columns
+    low = rng.normal(70, 5, size=(3, 6))
+    variant["results"]["eval"].append({"target_return": 1800.0,
+                                       "returns_per_seed": low.tolist()})
     per_seed = [[100.0, 200.0, 300.0], [400.0, 500.0, 600.0]]  # [targets, seeds]
     targets = {"study": "ablations", "ablation": "targets", "env": "hopper",
                "dataset": "medium", "model": "s4dm", "status": "finished",
@@ -133,11 +137,16 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), study="ablations", reps=200)
     _, rows = report.variants_table(report.load_cells(str(tmp_path), "ablations"),
                                     report.load_cells(str(tmp_path)), reps=200)
-    (row,) = rows
+    row, row_low = rows
+    assert (row["target"], row_low["target"]) == (3600.0, 1800.0)
     np.testing.assert_allclose(row["iqm"], stats.trim_mean(delayed.reshape(-1), 0.25),
                                rtol=1e-9)
     np.testing.assert_allclose(row["grid_iqm"], stats.trim_mean(grid.reshape(-1), 0.25),
                                rtol=1e-9)
+    np.testing.assert_allclose(row_low["iqm"], stats.trim_mean(low.reshape(-1), 0.25),
+                               rtol=1e-9)
+    assert "grid_iqm" not in row_low
+    assert f"| 1800 | {row_low['iqm']:.1f} [" in md
     assert f"{delayed.mean() - grid.mean():+.1f}" in md and "delayed_reward=True" in md
     assert "| hopper-medium | S4DM | 1800 | 500 +- 82 |" in md  # std over seeds: 81.6
     assert (tmp_path / "out" / "targets.png").stat().st_size > 0

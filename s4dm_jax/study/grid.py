@@ -69,8 +69,8 @@ PROTOCOLS = {
     "quick": Protocol(
         "quick", num_steps=1_000, warmup_steps=100, eval_episodes=10, seeds=3,
         description="CPU budget: 1k gradient steps (warmup 100), preset batch sizes, 10 "
-                    "evaluation episodes per seed and target, 3 seeds; the 6 x 4 grid takes "
-                    "about 6 hours on a 2-core CPU"),
+                    "evaluation episodes per seed and target, 3 seeds; the 6 x 4 grid took "
+                    "7-8 hours on a 2-core CPU (2026-12-01/02)"),
     "sweep": Protocol(
         "sweep", num_steps=500, warmup_steps=50, eval_episodes=5, seeds=1,
         description="S4DM hyperparameter sweep budget: 500 gradient steps (warmup 50), 5 "

@@ -21,15 +21,16 @@ from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_c
 def variant_job(model, variant, overrides, env, dataset, protocol_name, results_root, runs_root,
                 cache):
     enable_compilation_cache(cache)
-    return ablations.run_variant(model, variant, overrides, env, dataset,
-                                 grid.PROTOCOLS[protocol_name], results_root=results_root,
-                                 runs_root=runs_root)["status"]
+    return grid.outcome(ablations.run_variant(model, variant, overrides, env, dataset,
+                                              grid.PROTOCOLS[protocol_name],
+                                              results_root=results_root, runs_root=runs_root))
 
 
 def targets_job(model, env, dataset, protocol_name, results_root, runs_root, cache):
     enable_compilation_cache(cache)
-    return ablations.run_targets(model, env, dataset, grid.PROTOCOLS[protocol_name],
-                                 results_root=results_root, runs_root=runs_root)["status"]
+    return grid.outcome(ablations.run_targets(model, env, dataset,
+                                              grid.PROTOCOLS[protocol_name],
+                                              results_root=results_root, runs_root=runs_root))
 
 
 def main(argv=None):

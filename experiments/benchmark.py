@@ -30,7 +30,7 @@ def cell_job(model, env, dataset, protocol_name, results_root, runs_root, overri
     summary = grid.run_cell(model, env, dataset, grid.PROTOCOLS[protocol_name],
                             results_root=results_root, runs_root=runs_root,
                             overrides=overrides, show_progress=True)
-    return summary["status"]
+    return grid.outcome(summary)
 
 
 def main(argv=None):

@@ -20,8 +20,9 @@ from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_c
 
 def sweep_job(name, overrides, env, dataset, protocol_name, results_root, runs_root, cache):
     enable_compilation_cache(cache)
-    return sweep.run_job(name, overrides, env, dataset, grid.PROTOCOLS[protocol_name],
-                         results_root=results_root, runs_root=runs_root)["status"]
+    return grid.outcome(sweep.run_job(name, overrides, env, dataset,
+                                      grid.PROTOCOLS[protocol_name], results_root=results_root,
+                                      runs_root=runs_root))
 
 
 def main(argv=None):

@@ -11,8 +11,9 @@ and under `runs_root` (default `runs/`; checkpoints, TensorBoard, never committe
 
     <runs_root>/benchmark/<protocol>/<env>-<dataset>/<model>/   the cell's workdir
 
-A finished cell (its JSON exists) is skipped; a killed one resumes from its workdir's orbax
-checkpoint (the runner's own resume).
+A finished cell (its JSON exists) is skipped when it was made with the same config (one made
+with another config, e.g. after a preset changed, is reported as stale and left untouched); a
+killed one resumes from its workdir's orbax checkpoint (the runner's own resume).
 """
 
 from __future__ import annotations
@@ -174,20 +175,43 @@ def write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def config_changes(stored: dict, current: dict, prefix: str = "") -> list[str]:
+    """'field: stored -> current' for every field whose value differs between a stored cell's
+    config and the config a run would use now. Fields only one side has are not counted (a
+    field added to the package later holds the value older cells ran with)."""
+    out = []
+    for key in sorted(set(stored) & set(current)):
+        a, b = json.loads(json.dumps(stored[key])), json.loads(json.dumps(current[key]))
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
 def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_root="results",
              runs_root="runs", study="benchmark", overrides: dict | None = None,
              show_progress: bool = True, name: str | None = None) -> dict:
-    """Train and evaluate one cell (or return its stored summary). Returns the summary dict
-    ({"status": "finished" | "missing", ...}). `name` (default: the model) names its files."""
+    """Train and evaluate one cell, or return its stored summary when that was made with the
+    same config. Returns the summary dict ({"status": "finished" | "missing" | "stale", ...};
+    stale: a stored summary from another config, left untouched). `name` (default: the model)
+    names its files."""
     summary_path, workdir = cell_paths(results_root, runs_root, study, protocol.name, env,
                                        dataset, name or model)
-    if os.path.exists(summary_path):
-        with open(summary_path) as fh:
-            return json.load(fh)
     config = cell_config(model, env, dataset, protocol, overrides)
     cell = {"study": study, "protocol": dataclasses.asdict(protocol), "env": env,
             "dataset": dataset, "model": model, "name": name or model,
             "overrides": overrides or {}}
+    if os.path.exists(summary_path):
+        with open(summary_path) as fh:
+            stored = json.load(fh)
+        changes = config_changes(stored.get("config", {}), config.to_dict())
+        if changes:
+            return {**cell, "status": "stale", "reason": (
+                f"{summary_path} was made with another config ({'; '.join(changes)}); it is "
+                "kept, not reused: move it away to re-run the cell, or use another results "
+                "directory")}
+        return stored
     missing_path = summary_path[:-len(".json")] + ".missing.json"
     command = " ".join(generation_command(env, dataset))
     if not dataset_available(config.dataset):
@@ -214,6 +238,12 @@ def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_
     if os.path.exists(missing_path):
         os.remove(missing_path)
     return summary
+
+
+def outcome(summary: dict) -> str:
+    """A cell's status for the launcher's log, with the reason when it did not finish."""
+    status = summary.get("status", "unknown")
+    return status if status == "finished" else f"{status}: {summary.get('reason', '')}"
 
 
 def grid_cells(envs: Iterable[str], datasets: Iterable[str],

@@ -55,6 +55,20 @@ def test_finished_cell_is_written_once_and_skipped(tmp_path):
     mtime = os.path.getmtime(path)
     again = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)  # skipped: nothing rewritten
     assert again == stored and os.path.getmtime(path) == mtime
+    # the same cell under another config (e.g. a changed preset) is not passed off as the
+    # stored one, and the stored file is kept as it was
+    kw["overrides"] = {**TINY, "optim.learning_rate": 0.5}
+    stale = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+    assert stale["status"] == "stale" and "optim.learning_rate: 0.001 -> 0.5" in stale["reason"]
+    assert grid.outcome(stale).startswith("stale: ") and grid.outcome(stored) == "finished"
+    assert json.loads(path.read_text()) == stored and os.path.getmtime(path) == mtime
+
+
+def test_config_changes_names_changed_fields_and_tolerates_fields_added_later():
+    stored = {"model": {"d_state": 256, "layers": (4, 4)}, "seeds": 3}
+    now = {"model": {"d_state": 64, "layers": [4, 4], "compute_dtype": "float32"}, "seeds": 3}
+    assert grid.config_changes(stored, now) == ["model.d_state: 256 -> 64"]
+    assert grid.config_changes(now, now) == []
 
 
 def test_jobs_run_through_submitit_local_and_debug(tmp_path):

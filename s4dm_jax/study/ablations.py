@@ -30,12 +30,12 @@ from s4dm_jax.train.trainer import train_and_evaluate
 CONTEXT_LENGTHS = (1, 5, 20, 50)
 KERNELS = (("dplr", "legs"), ("dplr", "legt"), ("dplr", "lagt"), ("dplr", "fout"),
            ("diag", "diag-lin"), ("diag", "diag-inv"), ("diag", "legs"))
-# Target returns for the return-conditioning curve, per env (0.25x to 1.5x the DT paper's
-# higher target).
 # The 2-seed S4DM sweep's best point (halfcheetah-medium-replay, quick budget; also the best of
 # the 1-seed hopper-medium sweep).
 SWEEP_BEST = {"model.ssm.d_state": 64, "model.n_layers": 8, "optim.learning_rate": 2e-3}
 BASELINE_LR = 1e-3
+# Target returns for the return-conditioning curve, per env (0.25x to 1.5x the DT paper's
+# higher target).
 TARGET_SWEEP = {"hopper": np.linspace(900, 5400, 7).tolist(),
                 "halfcheetah": np.linspace(3000, 18000, 7).tolist(),
                 "walker2d": np.linspace(1250, 7500, 7).tolist()}

@@ -409,6 +409,19 @@ def plot_targets(rows: Sequence[dict], path: str) -> None:
     plt.close(fig)
 
 
+def _same_data(cell: dict, base: dict) -> str:
+    """Whether two cells trained on the same dataset realisation, by the generator's record
+    (episodes and mean return): "yes", "no (...)" or "unknown" (no record)."""
+    keys = ("dataset_episodes", "dataset_return_mean")
+    a, b = cell.get("dataset_provenance", {}), base.get("dataset_provenance", {})
+    if not all(k in a and k in b for k in keys):
+        return "unknown"
+    if all(a[k] == b[k] for k in keys):
+        return "yes"
+    return (f"no ({a['dataset_episodes']} episodes, mean return {a['dataset_return_mean']:.1f} "
+            f"vs {b['dataset_episodes']}, {b['dataset_return_mean']:.1f})")
+
+
 def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
                    reps: int = 2000) -> tuple[str, list[dict]]:
     """Trained ablation variants (context, delayed, kernel, tuned) beside the grid cell of the
@@ -442,11 +455,12 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
                     grid_stats[key + (t,)] = stats(base, t)[:3]
                 row.update(zip(("grid_mean", "grid_iqm", "grid_ci"), grid_stats[key + (t,)],
                                strict=True))
+                row["data"] = _same_data(c, base)
             rows.append(row)
     if not rows:
         return "(no trained ablation variant has finished)", rows
     lines = ["| dataset | variant | overrides | target | IQM [95% CI] | grid cell IQM [95% CI] | "
-             "mean - grid mean |", "|---|---|---|---|---|---|---|"]
+             "mean - grid mean | data as the grid cell's |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
         grid_txt, diff = "-", "-"
@@ -455,7 +469,7 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
             diff = f"{r['mean'] - r['grid_mean']:+.1f}"
         lines.append(f"| {r['env']}-{r['dataset']} | {r['variant']} | {over} | "
                      f"{r['target']:g} | {r['iqm']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | "
-                     f"{grid_txt} | {diff} |")
+                     f"{grid_txt} | {diff} | {r.get('data', '-')} |")
     return "\n".join(lines), rows
 
 

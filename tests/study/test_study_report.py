@@ -116,9 +116,12 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     rng = np.random.default_rng(1)
     grid = rng.normal(50, 5, size=(3, 6))
     delayed = rng.normal(30, 5, size=(3, 6))
-    _write(str(tmp_path), [_cell("hopper", "medium", "s4dm", grid, 100)])
+    base = _cell("hopper", "medium", "s4dm", grid, 100)
+    base["dataset_provenance"] = {"dataset_episodes": 100, "dataset_return_mean": 2067.64}
+    _write(str(tmp_path), [base])
     variant = {**_cell("hopper", "medium", "s4dm", delayed, 100), "name": "s4dm-delayed",
-               "overrides": {"delayed_reward": True}}
+               "overrides": {"delayed_reward": True},  # trained on another realisation
+               "dataset_provenance": {"dataset_episodes": 110, "dataset_return_mean": 2108.0}}
     # a second target return, which the grid cell was not evaluated at: no grid columns
     low = rng.normal(70, 5, size=(3, 6))
     variant["results"]["eval"].append({"target_return": 1800.0,
@@ -146,6 +149,10 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     np.testing.assert_allclose(row_low["iqm"], stats.trim_mean(low.reshape(-1), 0.25),
                                rtol=1e-9)
     assert "grid_iqm" not in row_low
+    assert row["data"] == "no (110 episodes, mean return 2108.0 vs 100, 2067.6)"
+    assert row["data"] in md
+    assert report._same_data(base, base) == "yes"
+    assert report._same_data(base, _cell("hopper", "medium", "dt", grid, 1)) == "unknown"
     assert f"| 1800 | {row_low['iqm']:.1f} [" in md
     assert f"{delayed.mean() - grid.mean():+.1f}" in md and "delayed_reward=True" in md
     assert "| hopper-medium | S4DM | 1800 | 500 +- 82 |" in md  # std over seeds: 81.6

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime
+import hashlib
 import importlib
 import json
 import os
@@ -166,6 +167,25 @@ def git_commit() -> str:
         return "unknown"
 
 
+def machine_record(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """Where a cell ran: platform, CPU count, and (Linux) the CPU model and a short hash of its
+    instruction-set flags. Results of the same command can differ across CPUs (XLA compiles
+    for the host's instruction set), so cells record it."""
+    record = {"platform": platform.platform(), "processor": platform.processor(),
+              "cpus": os.cpu_count()}
+    try:
+        with open(cpuinfo) as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    except OSError:
+        return record
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" in fields:
+        record["cpu_model"] = fields["model name"]
+    if "flags" in fields:
+        record["cpu_flags_sha1"] = hashlib.sha1(fields["flags"].encode()).hexdigest()[:12]
+    return record
+
+
 def write_json(path: str, data: dict) -> None:
     """Write `data` atomically (temporary file, then rename), creating the directory."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -230,8 +250,7 @@ def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_
     summary = {**cell, "status": "finished", "config": config.to_dict(), "results": results,
                "train_curve": curve,
                "dataset_provenance": dataset_provenance(config.dataset),
-               "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                           "cpus": os.cpu_count()},
+               "machine": machine_record(),
                "git_commit": git_commit(),
                "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     write_json(summary_path, summary)

@@ -195,18 +195,21 @@ def write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def config_changes(stored: dict, current: dict, prefix: str = "") -> list[str]:
+def config_changes(stored: dict, current: dict) -> list[str]:
     """'field: stored -> current' for every field whose value differs between a stored cell's
-    config and the config a run would use now. Fields only one side has are not counted (a
-    field added to the package later holds the value older cells ran with)."""
-    out = []
-    for key in sorted(set(stored) & set(current)):
-        a, b = json.loads(json.dumps(stored[key])), json.loads(json.dumps(current[key]))
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
+    config and the config a run would use now (compared as JSON, so tuples equal lists).
+    Fields only one side has are not counted (a field added to the package later holds the
+    value older cells ran with)."""
+    def walk(a: dict, b: dict, prefix: str) -> list[str]:
+        out = []
+        for key in sorted(set(a) & set(b)):
+            if isinstance(a[key], dict) and isinstance(b[key], dict):
+                out += walk(a[key], b[key], f"{prefix}{key}.")
+            elif a[key] != b[key]:
+                out.append(f"{prefix}{key}: {a[key]!r} -> {b[key]!r}")
+        return out
+
+    return walk(json.loads(json.dumps(stored)), json.loads(json.dumps(current)), "")
 
 
 def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_root="results",

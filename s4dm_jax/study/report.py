@@ -443,19 +443,20 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
             continue
         key = (c["env"], c["dataset"], c["model"])
         base = grid_by_key.get(key)
+        base_evals = base["results"]["eval"] if base is not None else []
+        same_data = _same_data(c, base) if base is not None else None
         for t, entry in enumerate(c["results"]["eval"]):
             mean, iqm, ci, seeds = stats(c, t)
             row = {"env": c["env"], "dataset": c["dataset"], "model": c["model"],
                    "variant": c.get("name", c["model"]), "overrides": c.get("overrides", {}),
                    "target": entry["target_return"], "mean": mean, "iqm": iqm, "ci": ci,
                    "seeds": seeds}
-            base_evals = base["results"]["eval"] if base is not None else []
             if t < len(base_evals) and base_evals[t]["target_return"] == entry["target_return"]:
                 if key + (t,) not in grid_stats:
                     grid_stats[key + (t,)] = stats(base, t)[:3]
                 row.update(zip(("grid_mean", "grid_iqm", "grid_ci"), grid_stats[key + (t,)],
                                strict=True))
-                row["data"] = _same_data(c, base)
+                row["data"] = same_data
             rows.append(row)
     if not rows:
         return "(no trained ablation variant has finished)", rows

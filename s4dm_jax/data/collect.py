@@ -49,6 +49,7 @@ from s4dm_jax.data.errors import DatasetError
 from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store_env
 from s4dm_jax.envs import StepContext, make_env, make_vector_env, run_episodes
 from s4dm_jax.envs.make import mujoco_warnings_to_logging
+from s4dm_jax.provenance import git_commit, machine_record
 from s4dm_jax.rl import Policy, ReplayBuffer, split_episodes, train_sac
 from s4dm_jax.rl.train import SAC_ENV
 
@@ -281,7 +282,7 @@ def _episode_stats(episodes) -> dict:
 
 def _policy_desc(path, meta: dict) -> dict:
     keys = ("env_id", "seed", "env_steps", "eval_return", "eval_mode", "command",
-            "reached_target", "target_return")
+            "reached_target", "target_return", "machine")
     return {"path": str(path), **{k: meta[k] for k in keys if k in meta}}
 
 
@@ -330,6 +331,7 @@ def train_policy(env: str, seed: int, out: str | os.PathLike, *, target_return: 
                     start_steps=start_steps, update_every=update_every, eval_every=eval_every,
                     eval_episodes=eval_episodes, progress=progress)
     res.policy.meta["command"] = command
+    res.policy.meta["machine"] = machine_record()  # SAC's result depends on the host (README)
     res.policy.save(out / "policy")
     res.buffer.save(out / "replay.npz")
     log = {"command": command, "env_id": env_id, "seed": seed, "env_steps": res.env_steps,
@@ -472,6 +474,7 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
                                 "no expert was trained here",
         "d4rl_ref_min_score": d4rl_min, "d4rl_ref_max_score": ref_max,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine_record(), "git_commit": git_commit(),
         **{f"dataset_{k}": v for k, v in stats.items()},
     })
     description = (

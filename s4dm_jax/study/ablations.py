@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from s4dm_jax.provenance import git_commit, machine_record
 from s4dm_jax.study import grid
 from s4dm_jax.train.trainer import train_and_evaluate
 
@@ -114,7 +115,8 @@ def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
                "achieved_mean": [e["mean_return"] for e in results["eval"]],
                "achieved_per_seed": [e["mean_return_per_seed"] for e in results["eval"]],
                "normalized_mean": [e.get("normalized_score") for e in results["eval"]],
-               "trained_steps": results["trained_steps"], "git_commit": grid.git_commit(),
+               "trained_steps": results["trained_steps"], "machine": machine_record(),
+               "git_commit": git_commit(),
                "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     grid.write_json(path, summary)
     return summary

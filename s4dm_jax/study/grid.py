@@ -21,12 +21,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime
-import hashlib
 import importlib
 import json
 import os
-import platform
-import subprocess
 from collections.abc import Iterable, Sequence
 
 import ml_collections
@@ -34,6 +31,7 @@ import ml_collections
 from s4dm_jax.data import DatasetError
 from s4dm_jax.data.minari_io import default_store_root
 from s4dm_jax.models import model_param_count
+from s4dm_jax.provenance import git_commit, machine_record
 from s4dm_jax.train.history import read_history
 from s4dm_jax.train.trainer import train_and_evaluate
 
@@ -152,38 +150,6 @@ def dataset_provenance(spec: str) -> dict:
     except (OSError, ValueError):
         return {}
     return meta.get("s4dm_provenance", {})
-
-
-def git_commit() -> str:
-    """The package checkout's commit (with '+dirty' when it has changes), or 'unknown'."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def machine_record(cpuinfo: str = "/proc/cpuinfo") -> dict:
-    """Where a cell ran: platform, CPU count, and (Linux) the CPU model and a short hash of its
-    instruction-set flags. Results of the same command can differ across CPUs (XLA compiles
-    for the host's instruction set), so cells record it."""
-    record = {"platform": platform.platform(), "processor": platform.processor(),
-              "cpus": os.cpu_count()}
-    try:
-        with open(cpuinfo) as fh:
-            fields = dict(line.split(":", 1) for line in fh if ":" in line)
-    except OSError:
-        return record
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    if "model name" in fields:
-        record["cpu_model"] = fields["model name"]
-    if "flags" in fields:
-        record["cpu_flags_sha1"] = hashlib.sha1(fields["flags"].encode()).hexdigest()[:12]
-    return record
 
 
 def write_json(path: str, data: dict) -> None:

@@ -1,10 +1,13 @@
 """End-to-end test of the dataset-generation CLI (s4dm_jax.data.collect) on a tiny budget."""
 
+import os
+
+import jax
 import numpy as np
 import pytest
 
 minari = pytest.importorskip("minari")
-pytest.importorskip("mujoco")
+mujoco = pytest.importorskip("mujoco")
 
 from s4dm_jax.data import collect  # noqa: E402
 
@@ -47,6 +50,10 @@ def test_random_dataset_loads_with_refs_and_command(work, monkeypatch):
     prov = meta["s4dm_provenance"]
     assert prov["command"] == "python -m s4dm_jax.data.collect " + " ".join(argv)
     assert prov["seed"] == 1 and prov["kind"] == "random"
+    # where it was made: SAC's data differ across hosts (README), so the dataset says which host
+    assert prov["machine"]["cpus"] == os.cpu_count()
+    assert prov["machine"]["libraries"]["mujoco"] == mujoco.__version__
+    assert prov["git_commit"] == "unknown" or len(prov["git_commit"].split("+")[0]) == 40
     eps = list(ds.iterate_episodes())
     assert sum(len(e.rewards) for e in eps) == 500
     for e in eps:
@@ -76,6 +83,7 @@ def test_medium_from_policy_is_deterministic(work, monkeypatch):
     prov = d0.storage.metadata["s4dm_provenance"]
     assert prov["behavior_policy"]["path"].endswith("policy")
     assert "train-policy" in prov["behavior_policy"]["command"]
+    assert prov["behavior_policy"]["machine"]["libraries"]["jax"] == jax.__version__
 
 
 def test_medium_replay_is_the_whole_buffer(work, monkeypatch):

@@ -1,6 +1,5 @@
 """The benchmark launcher: cells, results layout, skipping, missing datasets, submitit jobs."""
 
-import hashlib
 import json
 import math
 import os
@@ -95,11 +94,3 @@ def test_launcher_command_runs_a_tiny_full_protocol_cell(tmp_path):
     assert cell["protocol"]["eval_episodes"] == 100 and cell["config"]["eval"]["episodes"] == 1
 
 
-def test_machine_record_reads_the_cpu_model_and_hashes_its_flags(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n\n"
-                    "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n")
-    record = grid.machine_record(str(info))
-    assert record["cpu_model"] == "AMD EPYC"
-    assert record["cpu_flags_sha1"] == hashlib.sha1(b"fpu avx2").hexdigest()[:12]
-    assert "cpu_model" not in grid.machine_record(str(tmp_path / "absent"))

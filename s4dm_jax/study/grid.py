@@ -178,12 +178,30 @@ def config_changes(stored: dict, current: dict) -> list[str]:
     return walk(json.loads(json.dumps(stored)), json.loads(json.dumps(current)), "")
 
 
+# The generator's statistics that tell two realisations of one dataset recipe apart (the same
+# command gives other data on another host: README "Generating datasets").
+DATA_IDENTITY = (("dataset_episodes", "episodes", "{}"), ("dataset_steps", "steps", "{}"),
+                 ("dataset_return_mean", "mean return", "{:.1f}"),
+                 ("dataset_return_std", "return std", "{:.1f}"))
+
+
+def data_changes(a: dict, b: dict) -> list[str] | None:
+    """How two generator records (`dataset_provenance`) differ, over the statistics both hold:
+    ['episodes 110 vs 100', ...]; [] for the same data, None when they share none (unknown)."""
+    shared = [(k, label, fmt) for k, label, fmt in DATA_IDENTITY if k in a and k in b]
+    if not shared:
+        return None
+    return [f"{label} {fmt.format(a[k])} vs {fmt.format(b[k])}"
+            for k, label, fmt in shared if a[k] != b[k]]
+
+
 def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_root="results",
              runs_root="runs", study="benchmark", overrides: dict | None = None,
              show_progress: bool = True, name: str | None = None) -> dict:
     """Train and evaluate one cell, or return its stored summary when that was made with the
-    same config. Returns the summary dict ({"status": "finished" | "missing" | "stale", ...};
-    stale: a stored summary from another config, left untouched). `name` (default: the model)
+    same config and data. Returns the summary dict ({"status": "finished" | "missing" |
+    "stale", ...}; stale: a stored summary from another config, or from another realisation of
+    the dataset than the one in the store now, left untouched). `name` (default: the model)
     names its files."""
     summary_path, workdir = cell_paths(results_root, runs_root, study, protocol.name, env,
                                        dataset, name or model)
@@ -199,6 +217,14 @@ def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_
             return {**cell, "status": "stale", "reason": (
                 f"{summary_path} was made with another config ({'; '.join(changes)}); it is "
                 "kept, not reused: move it away to re-run the cell, or use another results "
+                "directory")}
+        data = data_changes(stored.get("dataset_provenance", {}),
+                            dataset_provenance(config.dataset))
+        if data:
+            return {**cell, "status": "stale", "reason": (
+                f"{summary_path} was made on other data than the store's {config.dataset} "
+                f"({'; '.join(data)}: regenerated on another host?); it is kept, not reused: "
+                "move it away to re-run the cell on this data, or use another results "
                 "directory")}
         return stored
     missing_path = summary_path[:-len(".json")] + ".missing.json"

@@ -411,15 +411,12 @@ def plot_targets(rows: Sequence[dict], path: str) -> None:
 
 def _same_data(cell: dict, base: dict) -> str:
     """Whether two cells trained on the same dataset realisation, by the generator's record
-    (episodes and mean return): "yes", "no (...)" or "unknown" (no record)."""
-    keys = ("dataset_episodes", "dataset_return_mean")
-    a, b = cell.get("dataset_provenance", {}), base.get("dataset_provenance", {})
-    if not all(k in a and k in b for k in keys):
+    (grid.data_changes): "yes", "no (...)" or "unknown" (no record)."""
+    changes = grid.data_changes(cell.get("dataset_provenance", {}),
+                                base.get("dataset_provenance", {}))
+    if changes is None:
         return "unknown"
-    if all(a[k] == b[k] for k in keys):
-        return "yes"
-    return (f"no ({a['dataset_episodes']} episodes, mean return {a['dataset_return_mean']:.1f} "
-            f"vs {b['dataset_episodes']}, {b['dataset_return_mean']:.1f})")
+    return f"no ({'; '.join(changes)})" if changes else "yes"
 
 
 def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],

@@ -94,3 +94,39 @@ def test_launcher_command_runs_a_tiny_full_protocol_cell(tmp_path):
     assert cell["protocol"]["eval_episodes"] == 100 and cell["config"]["eval"]["episodes"] == 1
 
 
+
+
+def test_cell_made_on_other_data_is_stale_and_kept(tmp_path, monkeypatch):
+    """A stored cell whose generator record differs from the dataset now in the store (the
+    same command regenerated on another host) is not reused; its file stays as it was."""
+    from s4dm_jax.data import collect
+
+    monkeypatch.chdir(tmp_path)  # mujoco may write MUJOCO_LOG.TXT into the cwd
+    store = tmp_path / "store"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    collect.main(["--env", "hopper", "--dataset", "random", "--steps", "300", "--seed", "0",
+                  "--ref-episodes", "2", "--no-progress"])
+    kw = dict(results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "runs"),
+              overrides={**TINY, "dataset": "s4dm/hopper/random-v0"}, show_progress=False)
+    stored = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+    assert stored["status"] == "finished"
+    assert stored["dataset_provenance"]["dataset_steps"] == 300
+    path = tmp_path / "res" / "benchmark" / "tiny" / "hopper-medium" / "bc.json"
+    reused = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)  # same data: reused
+    assert reused == json.loads(path.read_text())
+    other = json.loads(path.read_text())
+    other["dataset_provenance"]["dataset_episodes"] += 10  # made on another realisation
+    path.write_text(json.dumps(other))
+    mtime = os.path.getmtime(path)
+    stale = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+    n = stored["dataset_provenance"]["dataset_episodes"]
+    assert stale["status"] == "stale" and f"episodes {n + 10} vs {n}" in stale["reason"]
+    assert json.loads(path.read_text()) == other and os.path.getmtime(path) == mtime
+
+
+def test_data_changes_compares_the_statistics_both_records_hold():
+    a = {"dataset_episodes": 100, "dataset_return_mean": 2067.64, "command": "x"}
+    b = {"dataset_episodes": 110, "dataset_return_mean": 2108.0, "dataset_steps": 100_000}
+    assert grid.data_changes(a, b) == ["episodes 100 vs 110", "mean return 2067.6 vs 2108.0"]
+    assert grid.data_changes(a, dict(a, created_utc="later")) == []
+    assert grid.data_changes(a, {"command": "x"}) is None

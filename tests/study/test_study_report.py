@@ -149,7 +149,7 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     np.testing.assert_allclose(row_low["iqm"], stats.trim_mean(low.reshape(-1), 0.25),
                                rtol=1e-9)
     assert "grid_iqm" not in row_low
-    assert row["data"] == "no (110 episodes, mean return 2108.0 vs 100, 2067.6)"
+    assert row["data"] == "no (episodes 110 vs 100; mean return 2108.0 vs 2067.6)"
     assert row["data"] in md
     assert report._same_data(base, base) == "yes"
     assert report._same_data(base, _cell("hopper", "medium", "dt", grid, 1)) == "unknown"

@@ -53,3 +53,8 @@ def test_tuned_variants_are_the_sweep_best_point_and_a_larger_baseline_rate():
         assert c.optim.learning_rate == 1e-3
     assert not any(ablations.is_grid_cell(m, o, "halfcheetah", "medium", QUICK)
                    for (m, _), o in tuned.items())
+    # the variants are the quick-tuned protocol's cells
+    for (model, _), over in tuned.items():
+        assert (grid.cell_config(model, "hopper", "medium", QUICK, over).to_dict()
+                == grid.cell_config(model, "hopper", "medium",
+                                    grid.PROTOCOLS["quick-tuned"]).to_dict())

@@ -130,3 +130,21 @@ def test_data_changes_compares_the_statistics_both_records_hold():
     assert grid.data_changes(a, b) == ["episodes 100 vs 110", "mean return 2067.6 vs 2108.0"]
     assert grid.data_changes(a, dict(a, created_utc="later")) == []
     assert grid.data_changes(a, {"command": "x"}) is None
+
+
+def test_quick_tuned_protocol_gives_each_model_its_budget_settings():
+    """quick-tuned = the quick budget + the settings chosen for it (the tuned ablation's
+    variants; BC as preset); a cell's own overrides still come last."""
+    tuned, quick = grid.PROTOCOLS["quick-tuned"], grid.PROTOCOLS["quick"]
+    assert (tuned.num_steps, tuned.warmup_steps, tuned.eval_episodes, tuned.seeds) == (
+        quick.num_steps, quick.warmup_steps, quick.eval_episodes, quick.seeds)
+    c = grid.cell_config("s4dm", "hopper", "medium", tuned)
+    assert (c.model.ssm.d_state, c.model.n_layers, c.optim.learning_rate) == (64, 8, 2e-3)
+    for model, reference in (("dt", 1e-4), ("mamba", 4e-4)):
+        assert grid.cell_config(model, "hopper", "medium", tuned).optim.learning_rate == 1e-3
+        assert grid.cell_config(model, "hopper", "medium", quick).optim.learning_rate == reference
+    assert (grid.cell_config("bc", "walker2d", "medium", tuned).to_dict()
+            == grid.cell_config("bc", "walker2d", "medium", quick).to_dict())
+    mine = grid.cell_config("dt", "hopper", "medium", tuned, {"optim.learning_rate": 5e-4})
+    assert mine.optim.learning_rate == 5e-4
+    assert grid.PROTOCOLS["quick"].model_overrides == {}

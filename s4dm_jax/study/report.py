@@ -168,6 +168,7 @@ def dataset_table(cells: Sequence[dict]) -> str:
         return ""
     lines = ["| dataset | episodes | transitions | data return mean +- std | data normalised |",
              "|---|---|---|---|---|"]
+    mixed = mixed_data(cells)
     for name in sorted(seen):
         cell = seen[name]
         ds = cell["results"]["dataset"]
@@ -181,7 +182,29 @@ def dataset_table(cells: Sequence[dict]) -> str:
         size = [f"{ds[k]:,}" if isinstance(ds.get(k), int) else "-"
                 for k in ("episodes", "transitions")]
         lines.append(f"| {name} | {size[0]} | {size[1]} | {ret} | {norm} |")
+    if mixed:
+        lines += ["", "**Cells of one dataset trained on different realisations of it** (the "
+                  "generator's record differs from the first cell's; compare them with care): "
+                  + "; ".join(mixed) + "."]
     return "\n".join(lines)
+
+
+def mixed_data(cells: Sequence[dict]) -> list[str]:
+    """'<env>-<dataset> <model>: <how its data differ>' for every finished cell whose
+    generator record differs from that of the first finished cell of the same dataset (cells
+    of one dataset regenerated on another host; grid.data_changes)."""
+    first, out = {}, []
+    for cell in cells:
+        if cell.get("status") != "finished":
+            continue
+        name = f"{cell['env']}-{cell['dataset']}"
+        base = first.setdefault(name, cell)
+        changes = grid.data_changes(cell.get("dataset_provenance", {}),
+                                    base.get("dataset_provenance", {}))
+        if changes:
+            out.append(f"{name} {cell.get('name', cell['model'])}: {'; '.join(changes)} "
+                       f"(against {base.get('name', base['model'])})")
+    return out
 
 
 def parameter_share(rows: Sequence[dict]) -> str:

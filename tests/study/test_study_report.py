@@ -110,6 +110,16 @@ def test_report_states_each_datasets_own_normalised_return(tmp_path):
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=100)
     assert lines[2] in md
     assert report.dataset_table([]) == ""
+    # a cell of the same dataset trained on another realisation of it is named below the table
+    other = _cell("hopper", "medium", "dt", a, 700)
+    other["dataset_provenance"] = {"dataset_return_mean": 1250.0, "dataset_return_std": 12.5}
+    same = _cell("hopper", "medium", "bc", a, 70)
+    same["dataset_provenance"] = dict(cell["dataset_provenance"])
+    assert report.mixed_data([cell, other, same, bare]) == [
+        "hopper-medium dt: mean return 1250.0 vs 1229.8 (against s4dm)"]
+    table = report.dataset_table([cell, other, same])
+    assert table.splitlines()[:3] == lines[:3] and "hopper-medium dt: mean return" in table
+    assert "realisations" not in report.dataset_table([cell, same])
 
 
 def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):

@@ -328,23 +328,34 @@ def plot_curves(cells: Sequence[dict], path: str) -> None:
 
 
 def plot_score_vs_params(rows: Sequence[dict], path: str) -> None:
-    """Mean normalised score (first target) against parameter count, per dataset and model."""
-    seen, fig = set(), plt.figure(figsize=(5, 3.5))
+    """IQM normalised score at the first target against parameter count: one colour and
+    marker per model, each point labelled with its dataset (e.g. hc-mr)."""
+    seen, fig = set(), plt.figure(figsize=(5.5, 3.8))
     for r in rows:
         if "missing" in r or (r["env"], r["dataset"], r["model"]) in seen:
             continue
         seen.add((r["env"], r["dataset"], r["model"]))
-        plt.scatter(r["params"], r["iqm"], label=MODEL_NAMES.get(r["model"], r["model"]),
-                    marker="osD^"[MODEL_ORDER.index(r["model"]) % 4])
+        k = MODEL_ORDER.index(r["model"]) if r["model"] in MODEL_ORDER else len(MODEL_ORDER)
+        plt.scatter(r["params"], r["iqm"], color=f"C{k}", marker="osD^v"[k % 5],
+                    label=MODEL_NAMES.get(r["model"], r["model"]))
+        plt.annotate(dataset_label(r["env"], r["dataset"]), (r["params"], r["iqm"]),
+                     xytext=(4, 2), textcoords="offset points", fontsize=6)
     handles, labels = plt.gca().get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     plt.legend(unique.values(), unique.keys(), fontsize=8)
     plt.xscale("log")
     plt.xlabel("trainable parameters")
-    plt.ylabel("IQM normalised score")
+    plt.ylabel("IQM normalised score (first target)")
     plt.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def dataset_label(env: str, dataset: str) -> str:
+    """A short name for a figure: halfcheetah medium-replay -> 'hc-mr', hopper medium -> 'ho-m'."""
+    short_env = {"halfcheetah": "hc", "hopper": "ho", "walker2d": "w2d"}.get(env, env)
+    short_data = "".join(part[0] for part in dataset.split("-"))
+    return f"{short_env}-{short_data}"
 
 
 def latency_section(bench: dict, path: str) -> str:

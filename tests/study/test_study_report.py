@@ -233,3 +233,21 @@ def test_latency_section_tabulates_and_plots_the_inference_benchmark(tmp_path):
         json.dump(bench, fh)
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), reps=50)
     assert "Per-step inference latency" in md and (tmp_path / "out" / "latency.png").exists()
+
+
+def test_score_vs_params_colours_by_model_and_labels_datasets(tmp_path, monkeypatch):
+    """One colour per model on every dataset (the legend's), each point named by its dataset."""
+    monkeypatch.setattr(report.plt, "close", lambda fig=None: None)  # keep the figure to read
+    rows = [{"env": e, "dataset": d, "model": m, "params": p, "iqm": s}
+            for e, d in (("hopper", "medium"), ("halfcheetah", "medium-replay"))
+            for m, p, s in (("s4dm", 100, 30.0), ("dt", 700, 20.0), ("bc", 70, 10.0))]
+    report.plot_score_vs_params(rows, str(tmp_path / "f.png"))
+    ax = report.plt.gcf().axes[0]
+    colours = [tuple(c.get_facecolor()[0]) for c in ax.collections]
+    assert colours[:3] == colours[3:] and len(set(colours[:3])) == 3
+    assert [t.get_text() for t in ax.texts] == ["ho-m"] * 3 + ["hc-mr"] * 3
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["S4DM", "DT", "BC"]
+    assert [tuple(h.get_facecolor()[0]) for h in legend.legend_handles] == colours[:3]
+    report.plt.close("all")
+    assert report.dataset_label("walker2d", "medium-expert") == "w2d-me"

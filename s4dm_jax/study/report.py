@@ -38,6 +38,8 @@ PUBLISHED_SOURCES = ("BC: CORL; DT: Chen et al. 2021 (paper); Decision Mamba: Ot
                      "DS4 (Decision S4, Bar-David et al. 2023) for S4DM's column")
 MODEL_ORDER = ("s4dm", "dt", "mamba", "bc")
 MODEL_NAMES = {"s4dm": "S4DM", "dt": "DT", "mamba": "DMamba", "bc": "BC"}
+# One colour per model in every figure (matplotlib's default cycle, in MODEL_ORDER).
+MODEL_COLOURS = {m: f"C{i}" for i, m in enumerate(MODEL_ORDER)}
 
 
 def load_cells(results_root: str, study: str = "benchmark", protocol: str = "quick") -> list:
@@ -290,6 +292,7 @@ def plot_aggregate(agg: dict, path: str) -> None:
         {MODEL_NAMES[m]: agg["point"][m] for m in models},
         {MODEL_NAMES[m]: agg["ci"][m] for m in models}, metric_names=["IQM"],
         algorithms=[MODEL_NAMES[m] for m in models], xlabel="normalised score",
+        colors={MODEL_NAMES[m]: MODEL_COLOURS[m] for m in models},
         row_height=0.6, xlabel_y_coordinate=-0.35 - 0.05 * len(models))
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -316,7 +319,8 @@ def plot_curves(cells: Sequence[dict], path: str) -> None:
             if (c["env"], c["dataset"]) == task:
                 steps = [r["step"] for r in c["train_curve"]]
                 loss = [float(np.mean(r["loss"])) for r in c["train_curve"]]
-                ax.plot(steps, loss, label=MODEL_NAMES.get(c["model"], c["model"]))
+                ax.plot(steps, loss, label=MODEL_NAMES.get(c["model"], c["model"]),
+                        color=MODEL_COLOURS.get(c["model"]))
         ax.set(title=f"{task[0]}-{task[1]}", xlabel="gradient step", ylabel="train loss",
                yscale="log")
         ax.legend(fontsize=7)
@@ -336,8 +340,8 @@ def plot_score_vs_params(rows: Sequence[dict], path: str) -> None:
             continue
         seen.add((r["env"], r["dataset"], r["model"]))
         k = MODEL_ORDER.index(r["model"]) if r["model"] in MODEL_ORDER else len(MODEL_ORDER)
-        plt.scatter(r["params"], r["iqm"], color=f"C{k}", marker="osD^v"[k % 5],
-                    label=MODEL_NAMES.get(r["model"], r["model"]))
+        plt.scatter(r["params"], r["iqm"], color=MODEL_COLOURS.get(r["model"], f"C{k}"),
+                    marker="osD^v"[k % 5], label=MODEL_NAMES.get(r["model"], r["model"]))
         plt.annotate(dataset_label(r["env"], r["dataset"]), (r["params"], r["iqm"]),
                      xytext=(4, 2), textcoords="offset points", fontsize=6)
     handles, labels = plt.gca().get_legend_handles_labels()
@@ -373,7 +377,8 @@ def latency_section(bench: dict, path: str) -> str:
     for ax, b in zip(axes[0], batches, strict=True):
         for m in models:
             xs = [n for n in lengths if (m, n, b) in us]
-            ax.plot(xs, [us[(m, n, b)] / 1000 for n in xs], marker="o", label=MODEL_NAMES[m])
+            ax.plot(xs, [us[(m, n, b)] / 1000 for n in xs], marker="o", label=MODEL_NAMES[m],
+                    color=MODEL_COLOURS[m])
         ax.set(xscale="log", yscale="log", xlabel="episode step t (DT: context K = t)",
                ylabel="ms per environment step", title=f"batch {b}")
         ax.legend(fontsize=8)
@@ -432,8 +437,8 @@ def plot_targets(rows: Sequence[dict], path: str) -> None:
             if not pts:
                 continue
             x, y, sd = (np.array(v) for v in zip(*pts, strict=True))
-            ax.plot(x, y, marker="o", label=MODEL_NAMES[m])
-            ax.fill_between(x, y - sd, y + sd, alpha=0.15)
+            ax.plot(x, y, marker="o", label=MODEL_NAMES[m], color=MODEL_COLOURS[m])
+            ax.fill_between(x, y - sd, y + sd, alpha=0.15, color=MODEL_COLOURS[m])
         lim = max(r["target"] for r in mine)
         ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="achieved = target")
         ax.set(title=f"{task[0]}-{task[1]}", xlabel="target return", ylabel="achieved return")

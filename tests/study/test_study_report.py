@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+from matplotlib.colors import to_rgba
 from scipy import stats
 
 from s4dm_jax.study import report
@@ -236,7 +237,8 @@ def test_latency_section_tabulates_and_plots_the_inference_benchmark(tmp_path):
 
 
 def test_score_vs_params_colours_by_model_and_labels_datasets(tmp_path, monkeypatch):
-    """One colour per model on every dataset (the legend's), each point named by its dataset."""
+    """One colour per model on every dataset (the legend's, the same in every figure), each
+    point named by its dataset."""
     monkeypatch.setattr(report.plt, "close", lambda fig=None: None)  # keep the figure to read
     rows = [{"env": e, "dataset": d, "model": m, "params": p, "iqm": s}
             for e, d in (("hopper", "medium"), ("halfcheetah", "medium-replay"))
@@ -245,6 +247,8 @@ def test_score_vs_params_colours_by_model_and_labels_datasets(tmp_path, monkeypa
     ax = report.plt.gcf().axes[0]
     colours = [tuple(c.get_facecolor()[0]) for c in ax.collections]
     assert colours[:3] == colours[3:] and len(set(colours[:3])) == 3
+    assert colours[:3] == [to_rgba(report.MODEL_COLOURS[m])
+                           for m in ("s4dm", "dt", "bc")]
     assert [t.get_text() for t in ax.texts] == ["ho-m"] * 3 + ["hc-mr"] * 3
     legend = ax.get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["S4DM", "DT", "BC"]

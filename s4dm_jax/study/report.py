@@ -339,9 +339,8 @@ def plot_score_vs_params(rows: Sequence[dict], path: str) -> None:
         if "missing" in r or (r["env"], r["dataset"], r["model"]) in seen:
             continue
         seen.add((r["env"], r["dataset"], r["model"]))
-        k = MODEL_ORDER.index(r["model"]) if r["model"] in MODEL_ORDER else len(MODEL_ORDER)
-        plt.scatter(r["params"], r["iqm"], color=MODEL_COLOURS.get(r["model"], f"C{k}"),
-                    marker="osD^v"[k % 5], label=MODEL_NAMES.get(r["model"], r["model"]))
+        plt.scatter(r["params"], r["iqm"], color=MODEL_COLOURS[r["model"]],
+                    marker="osD^"[MODEL_ORDER.index(r["model"])], label=MODEL_NAMES[r["model"]])
         plt.annotate(dataset_label(r["env"], r["dataset"]), (r["params"], r["iqm"]),
                      xytext=(4, 2), textcoords="offset points", fontsize=6)
     handles, labels = plt.gca().get_legend_handles_labels()

@@ -4,6 +4,8 @@ as the benchmark grid.
     python experiments/ablations.py --ablation context --env hopper --dataset medium
     python experiments/ablations.py --ablation delayed kernel --protocol quick
     python experiments/ablations.py --ablation targets        # needs the grid's hopper-medium
+    python experiments/ablations.py --ablation targets --models s4dm --variant diag-diag-lin \
+        --env halfcheetah --dataset medium-replay --protocol quick-tuned  # a kernel variant
     python experiments/ablations.py --ablation tuned --env halfcheetah --dataset medium-replay
 
 Results: results/ablations/<protocol>/<env>-<dataset>/<model>-<variant>.json; then
@@ -26,10 +28,10 @@ def variant_job(model, variant, overrides, env, dataset, protocol_name, results_
                                               results_root=results_root, runs_root=runs_root))
 
 
-def targets_job(model, env, dataset, protocol_name, results_root, runs_root, cache):
+def targets_job(model, variant, env, dataset, protocol_name, results_root, runs_root, cache):
     enable_compilation_cache(cache)
     return grid.outcome(ablations.run_targets(model, env, dataset,
-                                              grid.PROTOCOLS[protocol_name],
+                                              grid.PROTOCOLS[protocol_name], variant=variant,
                                               results_root=results_root, runs_root=runs_root))
 
 
@@ -41,19 +43,30 @@ def main(argv=None):
     p.add_argument("--protocol", choices=sorted(grid.PROTOCOLS), default="quick")
     p.add_argument("--models", nargs="+", choices=grid.MODELS, default=list(grid.MODELS),
                    help="models for 'targets' (and a filter for the others)")
+    p.add_argument("--variant", help="for 'targets': evaluate this trained ablation variant "
+                   "of each model (e.g. diag-diag-lin, K5) instead of its grid cell")
     p.add_argument("--results", default="results")
     p.add_argument("--runs", default="runs")
     p.add_argument("--executor", choices=jobs.EXECUTORS, default="local")
     p.add_argument("--compilation-cache", default=default_cache_dir())
     args = p.parse_args(argv)
+    if args.variant:
+        if args.ablation != ["targets"]:
+            p.error("--variant goes with --ablation targets alone")
+        for m in args.models:
+            try:
+                ablations.trained_variant(m, args.variant)
+            except ValueError as e:
+                p.error(str(e))
     common = (args.env, args.dataset, args.protocol, args.results, args.runs,
               args.compilation_cache)
     for ablation in args.ablation:
         if ablation == "targets":
-            todo = [(m, *common) for m in args.models]
+            name = f"-{args.variant}" if args.variant else ""
+            todo = [(m, args.variant, *common) for m in args.models]
+            labels = [f"{m}{name}-targets" for m in args.models]
             statuses = jobs.run_jobs(targets_job, todo, executor=args.executor,
-                                     folder=f"{args.runs}/jobs/ablations", labels=args.models)
-            labels = [f"{m}-targets" for m in args.models]
+                                     folder=f"{args.runs}/jobs/ablations", labels=labels)
         else:
             todo = [(m, v, o, *common) for m, v, o in ablations.variants(ablation)
                     if m in args.models]

@@ -66,6 +66,7 @@ def variants(ablation: str) -> list[tuple[str, str, dict]]:
 
 
 ABLATIONS = ("context", "delayed", "kernel", "targets", "tuned")
+TRAINED_ABLATIONS = tuple(a for a in ABLATIONS if a != "targets")
 
 
 def is_grid_cell(model: str, overrides: dict, env: str, dataset: str,
@@ -89,29 +90,52 @@ def run_variant(model: str, variant: str, overrides: dict, env: str, dataset: st
                          show_progress=show_progress, name=name)
 
 
+def trained_variant(model: str, variant: str) -> tuple[str, dict]:
+    """(ablation, config overrides) of the trained ablation variant `<model>-<variant>` (e.g.
+    s4dm, diag-diag-lin); ValueError naming the model's variants when there is none."""
+    table = {(m, v): (a, o) for a in TRAINED_ABLATIONS for m, v, o in variants(a)}
+    if (model, variant) not in table:
+        names = ", ".join(sorted(v for m, v in table if m == model))
+        raise ValueError(f"{model} has no trained ablation variant {variant!r}; choose from "
+                         f"{names}")
+    return table[(model, variant)]
+
+
 def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
-                targets=None, results_root="results", runs_root="runs",
-                show_progress=True) -> dict:
-    """Evaluate the grid cell's trained checkpoint at every target return of TARGET_SWEEP[env]
-    (evaluation only; the grid cell must have been trained). Writes <model>-targets.json."""
-    path, _ = grid.cell_paths(results_root, runs_root, "ablations", protocol.name, env,
-                              dataset, f"{model}-targets")
+                variant: str | None = None, targets=None, results_root="results",
+                runs_root="runs", show_progress=True) -> dict:
+    """Evaluate a trained cell's checkpoint at every target return of TARGET_SWEEP[env]
+    (evaluation only): the grid cell, or with `variant` the ablation cell `<model>-<variant>`
+    (which must have been trained). Writes <model>[-<variant>]-targets.json; the evaluation's
+    own records go to the runs directory of that name, so the trained cell's are unchanged."""
+    name = f"{model}-{variant}-targets" if variant else f"{model}-targets"
+    path, records_dir = grid.cell_paths(results_root, runs_root, "ablations", protocol.name,
+                                        env, dataset, name)
     if os.path.exists(path):
         with open(path) as fh:
             return json.load(fh)
-    _, workdir = grid.cell_paths(results_root, runs_root, "benchmark", protocol.name, env,
-                                 dataset, model)
+    ablation, overrides = trained_variant(model, variant) if variant else (None, {})
+    if variant and not is_grid_cell(model, overrides, env, dataset, protocol):
+        _, workdir = grid.cell_paths(results_root, runs_root, "ablations", protocol.name, env,
+                                     dataset, f"{model}-{variant}")
+        command = (f"python experiments/ablations.py --ablation {ablation} "
+                   f"--env {env} --dataset {dataset} --protocol {protocol.name}")
+    else:
+        _, workdir = grid.cell_paths(results_root, runs_root, "benchmark", protocol.name, env,
+                                     dataset, model)
+        command = (f"python experiments/benchmark.py --envs {env} --datasets {dataset} "
+                   f"--models {model} --protocol {protocol.name}")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        return {"status": "missing", "reason": f"no trained grid cell in {workdir}: run the "
-                f"benchmark for {env}-{dataset} {model} first"}
+        return {"status": "missing", "reason": f"no trained cell in {workdir}: train it first "
+                f"({command})"}
     targets = list(targets or TARGET_SWEEP[env])
     config = grid.cell_config(model, env, dataset, protocol,
-                              {"eval.target_returns": targets})
+                              {**overrides, "eval.target_returns": targets})
     results = train_and_evaluate(config, workdir, show_progress=show_progress,
-                                 evaluate_only=True)
+                                 evaluate_only=True, records_dir=records_dir)
     summary = {"study": "ablations", "ablation": "targets", "env": env, "dataset": dataset,
-               "model": model, "protocol": protocol.name, "status": "finished",
-               "targets": targets,
+               "model": model, "variant": variant, "overrides": overrides,
+               "protocol": protocol.name, "status": "finished", "targets": targets,
                "achieved_mean": [e["mean_return"] for e in results["eval"]],
                "achieved_per_seed": [e["mean_return_per_seed"] for e in results["eval"]],
                "normalized_mean": [e.get("normalized_score") for e in results["eval"]],
@@ -120,3 +144,4 @@ def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
                "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     grid.write_json(path, summary)
     return summary
+

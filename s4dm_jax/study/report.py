@@ -397,9 +397,15 @@ def latency_section(bench: dict, path: str) -> str:
     return "\n".join(lines)
 
 
+def _targets_label(row: dict) -> str:
+    name = MODEL_NAMES.get(row["model"], row["model"])
+    return f"{name} ({row['variant']})" if row["variant"] else name
+
+
 def targets_table(cells: Sequence[dict]) -> tuple[str, list[dict]]:
     """Return conditioning (`targets` ablation cells): achieved return per target, mean and std
-    over seeds (each seed's mean over its episodes), one row per (dataset, model, target)."""
+    over seeds (each seed's mean over its episodes), one row per (dataset, model, variant,
+    target); variant None is the grid cell."""
     rows = []
     for c in cells:
         if c.get("ablation") != "targets" or c.get("status") != "finished":
@@ -408,38 +414,43 @@ def targets_table(cells: Sequence[dict]) -> tuple[str, list[dict]]:
         for target, seeds, norm in zip(c["targets"], per_seed, c["normalized_mean"],
                                        strict=True):
             rows.append({"env": c["env"], "dataset": c["dataset"], "model": c["model"],
-                         "target": float(target), "mean": float(seeds.mean()),
-                         "std": float(seeds.std()), "normalized": norm,
-                         "seeds": len(seeds), "trained_steps": c["trained_steps"]})
+                         "variant": c.get("variant"), "target": float(target),
+                         "mean": float(seeds.mean()), "std": float(seeds.std()),
+                         "normalized": norm, "seeds": len(seeds),
+                         "trained_steps": c["trained_steps"]})
     if not rows:
         return "(no return-conditioning evaluation has finished)", rows
     lines = ["| dataset | model | target return | achieved mean +- std (seeds) | normalised |",
              "|---|---|---|---|---|"]
     for r in rows:
         norm = "-" if r["normalized"] is None else f"{r['normalized']:.1f}"
-        lines.append(f"| {r['env']}-{r['dataset']} | {MODEL_NAMES.get(r['model'], r['model'])} "
+        lines.append(f"| {r['env']}-{r['dataset']} | {_targets_label(r)} "
                      f"| {r['target']:g} | {r['mean']:.0f} +- {r['std']:.0f} | {norm} |")
     return "\n".join(lines), rows
 
 
 def plot_targets(rows: Sequence[dict], path: str) -> None:
     """Achieved vs target return per dataset (DT paper, Figure 4): mean over seeds with a +-std
-    band, the diagonal y = x for reference."""
+    band (grid cells solid, ablation variants dashed in their model's colour), the diagonal
+    y = x for reference."""
     tasks = sorted({(r["env"], r["dataset"]) for r in rows})
     if not tasks:
         return
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=True):
         mine = [r for r in rows if (r["env"], r["dataset"]) == task]
-        for m in MODEL_ORDER:
-            pts = sorted((r["target"], r["mean"], r["std"]) for r in mine if r["model"] == m)
-            if not pts:
-                continue
+        series = sorted({(MODEL_ORDER.index(r["model"]), r["variant"] or "", r["model"])
+                         for r in mine})
+        for _, variant, m in series:
+            pts = sorted((r["target"], r["mean"], r["std"]) for r in mine
+                         if r["model"] == m and (r["variant"] or "") == variant)
             x, y, sd = (np.array(v) for v in zip(*pts, strict=True))
-            ax.plot(x, y, marker="o", label=MODEL_NAMES[m], color=MODEL_COLOURS[m])
+            label = _targets_label({"model": m, "variant": variant})
+            ax.plot(x, y, marker="o", label=label, color=MODEL_COLOURS[m],
+                    linestyle="--" if variant else "-")
             ax.fill_between(x, y - sd, y + sd, alpha=0.15, color=MODEL_COLOURS[m])
         lim = max(r["target"] for r in mine)
-        ax.plot([0, lim], [0, lim], "k--", lw=0.8, label="achieved = target")
+        ax.plot([0, lim], [0, lim], "k:", lw=0.8, label="achieved = target")
         ax.set(title=f"{task[0]}-{task[1]}", xlabel="target return", ylabel="achieved return")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -524,8 +535,8 @@ def write_ablations_report(results_root: str, out_dir: str, protocol: str = "qui
         "Trained variants beside the grid cell of the same model and dataset (normalised "
         "scores at each target return; IQM over seeds x episodes, 95% stratified-bootstrap "
         "CIs):", variants,
-        "Return conditioning (evaluation of the grid cells at a range of target returns; "
-        "targets.png):", targets])
+        "Return conditioning (evaluation of trained cells at a range of target returns: the "
+        "grid cells, and ablation variants named in brackets; targets.png):", targets])
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write(text + "\n")
     return text

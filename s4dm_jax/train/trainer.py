@@ -223,7 +223,7 @@ def _validate_training_regime(config, sampler, model):
 
 
 def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
-                       evaluate_only: bool = False) -> dict:
+                       evaluate_only: bool = False, records_dir: str | None = None) -> dict:
     """Train `config.seeds` seeds, checkpointing to and resuming from `workdir`, then evaluate.
 
     Writes <workdir>/{checkpoints/, tensorboard/, train_history.jsonl, results.json, results.md,
@@ -231,8 +231,13 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     trained or evaluated again: its stored results are returned unchanged. A workdir whose
     checkpoints are past config.num_steps or come from another optimiser/model is refused.
     `evaluate_only` evaluates the latest checkpoint as it is (no training), labelled with its
-    real step. Every check runs before anything is written. Returns the results dict.
+    real step; with `records_dir` its records (results, TensorBoard, run config, eval.gif) go
+    there and the workdir's own records are left as they are. Every check runs before anything
+    is written. Returns the results dict.
     """
+    if records_dir is not None and not evaluate_only:
+        raise ConfigError("records_dir is for evaluate_only runs: a trained run keeps its "
+                          "records beside its checkpoints")
     _validate(config)
     _validate_fields(config)
     workdir = os.path.abspath(workdir)
@@ -274,8 +279,9 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     state, start_step = restored.state, restored.step
     # Multi-process runs (jax.distributed): all processes train and checkpoint together; the
     # first writes the workdir's records, the others keep theirs in <workdir>/process<i>.
-    log_dir = workdir if jax.process_index() == 0 else os.path.join(
-        workdir, f"process{jax.process_index()}")
+    records = os.path.abspath(records_dir) if records_dir is not None else workdir
+    log_dir = records if jax.process_index() == 0 else os.path.join(
+        records, f"process{jax.process_index()}")
     checkpoint.write_run_config(log_dir, config)
     history = truncate_history(log_dir, start_step)
     train_s = restored.train_s
@@ -317,7 +323,7 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     writer.close()
     gif = None
     if config.eval.gif:
-        gif = os.path.join(workdir, "eval.gif")
+        gif = os.path.join(records, "eval.gif")
         try:
             one_seed = jax.tree_util.tree_map(lambda x: x[0], state["params"])
             render_episode(model, one_seed, gif, env_id=dataset.env_id,

@@ -1,6 +1,13 @@
 """Ablation variants: configs, reuse of identical grid cells, and a tiny trained variant."""
 
 import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from runner_configs import ROOT
 
 from s4dm_jax.study import ablations, grid
 
@@ -58,3 +65,53 @@ def test_tuned_variants_are_the_sweep_best_point_and_a_larger_baseline_rate():
         assert (grid.cell_config(model, "hopper", "medium", QUICK, over).to_dict()
                 == grid.cell_config(model, "hopper", "medium",
                                     grid.PROTOCOLS["quick-tuned"]).to_dict())
+
+
+def test_targets_of_a_trained_variant_leave_its_records_alone(tmp_path):
+    tiny_bc = {"dataset": "embedded", "steps_per_call": 2, "batch_size": 8,
+               "eval.max_episode_steps": 10, "eval.target_returns": [1800.0],
+               "model.hidden_dims": (16, 16)}
+    tiny = grid.Protocol("tiny", num_steps=2, warmup_steps=1, eval_episodes=3, seeds=1,
+                         description="test", model_overrides={"bc": tiny_bc})
+    roots = {"results_root": str(tmp_path / "res"), "runs_root": str(tmp_path / "runs")}
+    missing = ablations.run_targets("bc", "hopper", "medium", tiny, variant="delayed",
+                                    show_progress=False, **roots)
+    assert missing["status"] == "missing"
+    assert "--ablation delayed --env hopper --dataset medium --protocol tiny" in missing["reason"]
+    with pytest.raises(ValueError, match="no trained ablation variant 'K5'; choose from delayed"):
+        ablations.run_targets("bc", "hopper", "medium", tiny, variant="K5", **roots)
+
+    cell = ablations.run_variant("bc", "delayed", {"delayed_reward": True}, "hopper", "medium",
+                                 tiny, show_progress=False, **roots)
+    assert cell["status"] == "finished"
+    trained = tmp_path / "runs" / "ablations" / "tiny" / "hopper-medium" / "bc-delayed"
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    out = ablations.run_targets("bc", "hopper", "medium", tiny, variant="delayed",
+                                targets=[1800.0, 3000.0], show_progress=False, **roots)
+    assert out["status"] == "finished" and out["targets"] == [1800.0, 3000.0]
+    assert (out["variant"], out["overrides"], out["trained_steps"]) == (
+        "delayed", {"delayed_reward": True}, 2)
+    stored = tmp_path / "res" / "ablations" / "tiny" / "hopper-medium" / "bc-delayed-targets.json"
+    assert json.loads(stored.read_text())["achieved_per_seed"] == out["achieved_per_seed"]
+    # the trained checkpoint, evaluated at its own target on the same env seeds (copies 0-2),
+    # gives the trained cell's own evaluation
+    assert np.shape(out["achieved_per_seed"]) == (2, 1)
+    np.testing.assert_allclose(out["achieved_per_seed"][0],
+                               cell["results"]["eval"][0]["mean_return_per_seed"], rtol=1e-5)
+    # the evaluation's records went beside the summary's name, not into the trained cell
+    assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()} == before
+    records = json.loads((trained.parent / "bc-delayed-targets" / "results.json").read_text())
+    assert records["config"]["eval"]["target_returns"] == [1800.0, 3000.0]
+
+
+def test_launcher_refuses_an_unknown_or_misplaced_variant(tmp_path):
+    script = os.path.join(ROOT, "experiments", "ablations.py")
+    base = [sys.executable, script, "--results", str(tmp_path), "--runs", str(tmp_path)]
+    for extra, message in [
+            (["--ablation", "targets", "--models", "dt", "--variant", "diag-diag-lin"],
+             "dt has no trained ablation variant 'diag-diag-lin'; choose from K1, K20, K5, K50"),
+            (["--ablation", "kernel", "--variant", "diag-diag-lin"],
+             "--variant goes with --ablation targets alone")]:
+        proc = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written

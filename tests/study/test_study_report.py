@@ -147,6 +147,9 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     d.mkdir(parents=True)
     (d / "s4dm-delayed.json").write_text(json.dumps(variant))
     (d / "s4dm-targets.json").write_text(json.dumps(targets))
+    lin = {**targets, "variant": "diag-diag-lin", "achieved_per_seed": [[10.0, 20.0, 30.0],
+                                                                         [40.0, 50.0, 60.0]]}
+    (d / "s4dm-diag-diag-lin-targets.json").write_text(json.dumps(lin))
 
     md = report.write_report(str(tmp_path), str(tmp_path / "out"), study="ablations", reps=200)
     _, rows = report.variants_table(report.load_cells(str(tmp_path), "ablations"),
@@ -167,6 +170,7 @@ def test_ablations_report_puts_variants_beside_their_grid_cells(tmp_path):
     assert f"| 1800 | {row_low['iqm']:.1f} [" in md
     assert f"{delayed.mean() - grid.mean():+.1f}" in md and "delayed_reward=True" in md
     assert "| hopper-medium | S4DM | 1800 | 500 +- 82 |" in md  # std over seeds: 81.6
+    assert "| hopper-medium | S4DM (diag-diag-lin) | 1800 | 50 +- 8 |" in md
     assert (tmp_path / "out" / "targets.png").stat().st_size > 0
 
 

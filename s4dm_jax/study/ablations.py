@@ -1,7 +1,9 @@
 """Ablations as named variants of grid cells (same protocol, data and evaluation as the grid).
 
     context    DT's context length K in {1, 5, 20, 50}, and S4DM trained on K-step windows
-               starting anywhere (window inference) against its whole-episode default
+               starting anywhere (window inference) against its whole-episode default, at its
+               preset batch (16 sequences: 16 K tokens per step against 16 episodes' ~16,000)
+               and at DT's (64 windows: the same tokens per step as DT at each K)
     delayed    the sparse-reward variant (the whole return at the episode's last step; DT paper
                Table 7): every model, delayed_reward=True
     kernel     S4DM's S4 kernel: dplr with legs / legt / lagt / fout, diag (S4D) with
@@ -29,6 +31,7 @@ from s4dm_jax.study import grid
 from s4dm_jax.train.trainer import train_and_evaluate
 
 CONTEXT_LENGTHS = (1, 5, 20, 50)
+DT_BATCH = 64  # DT's preset batch (windows per step), for S4DM's windows at DT's batch
 KERNELS = (("dplr", "legs"), ("dplr", "legt"), ("dplr", "lagt"), ("dplr", "fout"),
            ("diag", "diag-lin"), ("diag", "diag-inv"), ("diag", "legs"))
 # The 2-seed S4DM sweep's best point (halfcheetah-medium-replay, quick budget; also the best of
@@ -46,8 +49,11 @@ def variants(ablation: str) -> list[tuple[str, str, dict]]:
     """(model, variant name, config overrides) of one ablation."""
     if ablation == "context":
         out = [("dt", f"K{k}", {"model.context_len": k}) for k in CONTEXT_LENGTHS]
-        out += [("s4dm", f"K{k}", {"model.context_len": k, "episode_start_windows": False,
-                                  "model.inference": "window"}) for k in CONTEXT_LENGTHS]
+        for batch in ("", "-batch64"):
+            out += [("s4dm", f"K{k}{batch}",
+                     {"model.context_len": k, "episode_start_windows": False,
+                      "model.inference": "window", **({"batch_size": DT_BATCH} if batch else {})})
+                    for k in CONTEXT_LENGTHS]
         return out + [("s4dm", "episodes", {})]
     if ablation == "delayed":
         return [(m, "delayed", {"delayed_reward": True}) for m in grid.MODELS]

@@ -21,6 +21,12 @@ def test_variants_change_what_they_name_and_reuse_grid_cells():
                                                                                   "window")
     dt50 = grid.cell_config("dt", "hopper", "medium", QUICK, ctx[("dt", "K50")])
     assert dt50.model.context_len == 50
+    # S4DM's windows at DT's batch: the same windows per step as DT at each K
+    s50 = grid.cell_config("s4dm", "hopper", "medium", QUICK, ctx[("s4dm", "K50-batch64")])
+    assert (s50.model.context_len, s50.batch_size, s50.model.inference) == (
+        dt50.model.context_len, dt50.batch_size, "window")
+    assert grid.cell_config("s4dm", "hopper", "medium", QUICK,
+                            ctx[("s4dm", "K50")]).batch_size == 16
     same = [(m, v) for m, v, o in ablations.variants("context") + ablations.variants("kernel")
             if ablations.is_grid_cell(m, o, "hopper", "medium", QUICK)]
     assert same == [("dt", "K20"), ("s4dm", "episodes"), ("s4dm", "dplr-legs")]

@@ -132,7 +132,8 @@ def test_bad_config_fields_get_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="records_dir is for evaluate_only runs"):
         train_and_evaluate(tiny_config("dt"), workdir, show_progress=False,
                            records_dir=str(tmp_path / "records"))
-    assert not os.path.exists(workdir) and not os.path.exists(tmp_path / "records")  # nothing written for an invalid config
+    # nothing written for an invalid config
+    assert not os.path.exists(workdir) and not os.path.exists(tmp_path / "records")
 
 
 def test_command_line_runs_and_reports_bad_dataset_without_traceback(tmp_path):

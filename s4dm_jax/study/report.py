@@ -431,8 +431,8 @@ def targets_table(cells: Sequence[dict]) -> tuple[str, list[dict]]:
 
 def plot_targets(rows: Sequence[dict], path: str) -> None:
     """Achieved vs target return per dataset (DT paper, Figure 4): mean over seeds with a +-std
-    band (grid cells solid, ablation variants dashed in their model's colour), the diagonal
-    y = x for reference."""
+    band (grid cells solid, ablation variants in their model's colour with their own dashes and
+    markers), the diagonal y = x for reference."""
     tasks = sorted({(r["env"], r["dataset"]) for r in rows})
     if not tasks:
         return
@@ -441,16 +441,18 @@ def plot_targets(rows: Sequence[dict], path: str) -> None:
         mine = [r for r in rows if (r["env"], r["dataset"]) == task]
         series = sorted({(MODEL_ORDER.index(r["model"]), r["variant"] or "", r["model"])
                          for r in mine})
-        for _, variant, m in series:
+        for i, (_, variant, m) in enumerate(series):
             pts = sorted((r["target"], r["mean"], r["std"]) for r in mine
                          if r["model"] == m and (r["variant"] or "") == variant)
             x, y, sd = (np.array(v) for v in zip(*pts, strict=True))
             label = _targets_label({"model": m, "variant": variant})
-            ax.plot(x, y, marker="o", label=label, color=MODEL_COLOURS[m],
-                    linestyle="--" if variant else "-")
+            # the grid cell solid; a model's variants in its colour, each its own dash and marker
+            k = sum(1 for _, v, mm in series[:i] if mm == m and v) + 1 if variant else 0
+            ax.plot(x, y, marker="osD^v"[k % 5], label=label, color=MODEL_COLOURS[m],
+                    linestyle=["-", "--", "-.", ":"][min(k, 3)])
             ax.fill_between(x, y - sd, y + sd, alpha=0.15, color=MODEL_COLOURS[m])
         lim = max(r["target"] for r in mine)
-        ax.plot([0, lim], [0, lim], "k:", lw=0.8, label="achieved = target")
+        ax.plot([0, lim], [0, lim], color="grey", lw=0.8, label="achieved = target")
         ax.set(title=f"{task[0]}-{task[1]}", xlabel="target return", ylabel="achieved return")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -150,4 +150,3 @@ def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
                "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     grid.write_json(path, summary)
     return summary
-

@@ -83,14 +83,21 @@ def is_grid_cell(model: str, overrides: dict, env: str, dataset: str,
     return grid.cell_config(model, env, dataset, protocol, overrides).to_dict() == base
 
 
+def trained_cell(model: str, variant: str | None, overrides: dict, env: str, dataset: str,
+                 protocol: grid.Protocol) -> tuple[str, str]:
+    """(study, cell name) where a variant is trained: ("ablations", "<model>-<variant>"), or
+    the benchmark grid's own cell ("benchmark", model) when its config is the grid cell's."""
+    if is_grid_cell(model, overrides, env, dataset, protocol):
+        return "benchmark", model
+    return "ablations", f"{model}-{variant}"
+
+
 def run_variant(model: str, variant: str, overrides: dict, env: str, dataset: str,
                 protocol: grid.Protocol, *, results_root="results", runs_root="runs",
                 show_progress=True) -> dict:
     """One trained ablation cell (a grid cell under study "ablations", named model-variant), or
-    the benchmark grid's own cell when the variant is the preset (see is_grid_cell)."""
-    study, name = "ablations", f"{model}-{variant}"
-    if is_grid_cell(model, overrides, env, dataset, protocol):
-        study, name = "benchmark", model
+    the benchmark grid's own cell when the variant is the preset (see trained_cell)."""
+    study, name = trained_cell(model, variant, overrides, env, dataset, protocol)
     return grid.run_cell(model, env, dataset, protocol, results_root=results_root,
                          runs_root=runs_root, study=study, overrides=overrides,
                          show_progress=show_progress, name=name)
@@ -121,14 +128,13 @@ def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
         with open(path) as fh:
             return json.load(fh)
     ablation, overrides = trained_variant(model, variant) if variant else (None, {})
-    if variant and not is_grid_cell(model, overrides, env, dataset, protocol):
-        _, workdir = grid.cell_paths(results_root, runs_root, "ablations", protocol.name, env,
-                                     dataset, f"{model}-{variant}")
+    study, cell = trained_cell(model, variant, overrides, env, dataset, protocol)
+    _, workdir = grid.cell_paths(results_root, runs_root, study, protocol.name, env, dataset,
+                                 cell)
+    if study == "ablations":
         command = (f"python experiments/ablations.py --ablation {ablation} "
                    f"--env {env} --dataset {dataset} --protocol {protocol.name}")
     else:
-        _, workdir = grid.cell_paths(results_root, runs_root, "benchmark", protocol.name, env,
-                                     dataset, model)
         command = (f"python experiments/benchmark.py --envs {env} --datasets {dataset} "
                    f"--models {model} --protocol {protocol.name}")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):

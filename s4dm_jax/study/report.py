@@ -11,6 +11,7 @@ labelled as such.
 
 from __future__ import annotations
 
+import collections
 import glob
 import json
 import os
@@ -441,13 +442,16 @@ def plot_targets(rows: Sequence[dict], path: str) -> None:
         mine = [r for r in rows if (r["env"], r["dataset"]) == task]
         series = sorted({(MODEL_ORDER.index(r["model"]), r["variant"] or "", r["model"])
                          for r in mine})
-        for i, (_, variant, m) in enumerate(series):
+        variants_drawn = collections.Counter()  # model -> its variants drawn so far
+        for _, variant, m in series:
             pts = sorted((r["target"], r["mean"], r["std"]) for r in mine
                          if r["model"] == m and (r["variant"] or "") == variant)
             x, y, sd = (np.array(v) for v in zip(*pts, strict=True))
             label = _targets_label({"model": m, "variant": variant})
             # the grid cell solid; a model's variants in its colour, each its own dash and marker
-            k = sum(1 for _, v, mm in series[:i] if mm == m and v) + 1 if variant else 0
+            if variant:
+                variants_drawn[m] += 1
+            k = variants_drawn[m] if variant else 0
             ax.plot(x, y, marker="osD^v"[k % 5], label=label, color=MODEL_COLOURS[m],
                     linestyle=["-", "--", "-.", ":"][min(k, 3)])
             ax.fill_between(x, y - sd, y + sd, alpha=0.15, color=MODEL_COLOURS[m])

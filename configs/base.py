@@ -101,7 +101,8 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # of the model configs use 5.
     c.eval.episodes = 100
     c.eval.max_episode_steps = 1000
-    c.eval.every = 0  # also evaluate every N train steps (0: only at the end)
+    # Also evaluate every N train steps (0: only at the end): TensorBoard and the training record.
+    c.eval.every = 0
     c.eval.gif = False  # render one episode to eval.gif (needs MuJoCo rendering)
     if dataset == "embedded":
         c.eval.target_returns = [1800.0]

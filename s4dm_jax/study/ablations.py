@@ -1,5 +1,8 @@
 """Ablations as named variants of grid cells (same protocol, data and evaluation as the grid).
 
+    budget     a longer training budget (BUDGET_STEPS gradient steps, the protocol's schedule
+               continued), evaluated every BUDGET_EVAL_EVERY steps on the way: does a model's
+               score, and S4DM's gap to DT, change with more training?
     context    DT's context length K in {1, 5, 20, 50}, and S4DM trained on K-step windows
                starting anywhere (window inference) against its whole-episode default, at its
                preset batch (16 sequences: 16 K tokens per step against 16 episodes' ~16,000)
@@ -30,6 +33,8 @@ from s4dm_jax.provenance import git_commit, machine_record
 from s4dm_jax.study import grid
 from s4dm_jax.train.trainer import train_and_evaluate
 
+BUDGET_STEPS = (5_000,)
+BUDGET_EVAL_EVERY = 1_000
 CONTEXT_LENGTHS = (1, 5, 20, 50)
 DT_BATCH = 64  # DT's preset batch (windows per step), for S4DM's windows at DT's batch
 KERNELS = (("dplr", "legs"), ("dplr", "legt"), ("dplr", "lagt"), ("dplr", "fout"),
@@ -47,6 +52,9 @@ TARGET_SWEEP = {"hopper": np.linspace(900, 5400, 7).tolist(),
 
 def variants(ablation: str) -> list[tuple[str, str, dict]]:
     """(model, variant name, config overrides) of one ablation."""
+    if ablation == "budget":
+        return [(m, f"steps{n}", {"num_steps": n, "eval.every": BUDGET_EVAL_EVERY})
+                for m in grid.MODELS for n in BUDGET_STEPS]
     if ablation == "context":
         out = [("dt", f"K{k}", {"model.context_len": k}) for k in CONTEXT_LENGTHS]
         for batch in ("", "-batch64"):
@@ -71,7 +79,7 @@ def variants(ablation: str) -> list[tuple[str, str, dict]]:
     raise ValueError(f"unknown ablation {ablation!r}; choose from {ABLATIONS}")
 
 
-ABLATIONS = ("context", "delayed", "kernel", "targets", "tuned")
+ABLATIONS = ("budget", "context", "delayed", "kernel", "targets", "tuned")
 TRAINED_ABLATIONS = tuple(a for a in ABLATIONS if a != "targets")
 
 

@@ -263,7 +263,8 @@ def run_cell(model: str, env: str, dataset: str, protocol: Protocol, *, results_
         write_json(missing_path, missing)
         return missing
     results.pop("config", None)  # stored once below, with the cell's description
-    curve = [{"step": r["step"], "loss": r["loss"]} for r in read_history(workdir)]
+    curve = [{"step": r["step"], "loss": r["loss"], **({"eval": r["eval"]} if "eval" in r else {})}
+             for r in read_history(workdir)]
     summary = {**cell, "status": "finished", "config": config.to_dict(), "results": results,
                "train_curve": curve,
                "dataset_provenance": dataset_provenance(config.dataset),

@@ -2,7 +2,9 @@
 flushed and fsync'd as it is logged, so a `kill -9` loses at most the interval being trained.
 
 Each record: {"step", "loss" [S], "grad_norm" [S], "learning_rate", "steps_per_s", "train_s"}
-(train_s: cumulative training seconds at that step, compilation excluded). On resume the record
+(train_s: cumulative training seconds at that step, compilation excluded), and at each periodic
+evaluation (config.eval.every) "eval": {"target_returns" [T], "returns_per_seed" [T][S][E]}
+(episode returns of the parameters at that step). On resume the record
 is cut back to the restored checkpoint's step, so it always describes the parameters in use.
 """
 

@@ -451,20 +451,26 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
             bar.update(n)
             bar.set_postfix_str(f"loss {metrics['loss'][:, -1].mean():.4f}, "
                                 f"compiled in {compile_s:.1f} s", refresh=False)
-            if _crossed(prev, step, config.log_every) or step == total:
+            evaluate = _crossed(prev, step, config.eval.every) and step < total
+            if _crossed(prev, step, config.log_every) or step == total or evaluate:
                 entry = _log_train(writer, metrics, step, config, lr_schedule(step - 1), n / dt,
                                    train_s)
+                if evaluate:  # the final step's evaluation is the run's results
+                    result = rollout(model, state["params"], env_id=dataset.env_id,
+                                     state_mean=sampler.state_mean, state_std=sampler.state_std,
+                                     rtg_scale=config.rtg_scale,
+                                     targets=config.eval.target_returns,
+                                     episodes=config.eval.episodes,
+                                     max_steps=config.eval.max_episode_steps,
+                                     delayed_reward=config.delayed_reward,
+                                     seed=config.seed + 10_000,
+                                     episode_start_windows=config.episode_start_windows)
+                    _log_eval(writer, result, dataset, step, config)
+                    entry["eval"] = {"target_returns": list(result.targets),
+                                     "returns_per_seed": result.returns.transpose(1, 0, 2)
+                                     .tolist()}  # [T][S][E]
                 history.append(entry)
                 record.append(entry)  # flushed + fsync'd before the checkpoint of this step
-            if config.eval.every and _crossed(prev, step, config.eval.every) and step < total:
-                result = rollout(model, state["params"], env_id=dataset.env_id,
-                                 state_mean=sampler.state_mean, state_std=sampler.state_std,
-                                 rtg_scale=config.rtg_scale, targets=config.eval.target_returns,
-                                 episodes=config.eval.episodes,
-                                 max_steps=config.eval.max_episode_steps,
-                                 delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
-                                 episode_start_windows=config.episode_start_windows)
-                _log_eval(writer, result, dataset, step, config)
             if _crossed(prev, step, config.checkpoint_every) or step == total:
                 checkpoint.save(manager, step, state, train_s)
     finally:

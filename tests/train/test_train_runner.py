@@ -71,6 +71,25 @@ def test_resume_continues_exactly_where_the_interrupted_run_stopped(tmp_path):
     assert [h["loss"] for h in read_history(part)] == [h["loss"] for h in read_history(full)]
 
 
+def test_periodic_evaluation_is_recorded_as_the_shorter_runs_result(tmp_path):
+    # eval.every=3 is not a log step (log_every=2): the record still gets a step-3 entry whose
+    # evaluation is the one a 3-step run of the same seeds reports as its result
+    over = {"seeds": 2, "eval.episodes": 2, "eval.target_returns": [1800.0, 900.0]}
+    longer = str(tmp_path / "longer")
+    train_and_evaluate(tiny_config("bc", num_steps=6, **{"eval.every": 3}, **over), longer,
+                       show_progress=False)
+    shorter = train_and_evaluate(tiny_config("bc", num_steps=3, **over), str(tmp_path / "short"),
+                                 show_progress=False)
+    record = read_history(longer)
+    assert [h["step"] for h in record] == [2, 3, 4, 6]
+    assert [("eval" in h) for h in record] == [False, True, False, False]
+    periodic = record[1]["eval"]
+    assert periodic["target_returns"] == [1800.0, 900.0]
+    assert np.asarray(periodic["returns_per_seed"]).shape == (2, 2, 2)  # [T, S, E]
+    np.testing.assert_array_equal(periodic["returns_per_seed"],
+                                  [e["returns_per_seed"] for e in shorter["eval"]])
+
+
 def test_workdir_of_another_run_is_refused_and_left_intact(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny_config("bc", num_steps=2), workdir, show_progress=False)

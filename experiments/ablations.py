@@ -7,6 +7,8 @@ as the benchmark grid.
     python experiments/ablations.py --ablation targets --models s4dm --variant diag-diag-lin \
         --env halfcheetah --dataset medium-replay --protocol quick-tuned  # a kernel variant
     python experiments/ablations.py --ablation tuned --env halfcheetah --dataset medium-replay
+    python experiments/ablations.py --ablation budget --models s4dm dt --env halfcheetah \
+        --dataset medium-replay --protocol quick-tuned    # 5k steps, evaluated every 1k
 
 Results: results/ablations/<protocol>/<env>-<dataset>/<model>-<variant>.json; then
 `python experiments/report.py --study ablations --protocol quick`.

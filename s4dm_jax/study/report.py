@@ -526,23 +526,90 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
     return "\n".join(lines), rows
 
 
+def training_eval_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]]:
+    """Score during training: trained cells evaluated on the way (config.eval.every; their
+    train_curve's "eval" entries) and at the end, one row per (cell, step, target): IQM [95%
+    CI] of the normalised scores over seeds x episodes, and the mean."""
+    rows = []
+    for c in cells:
+        if c.get("status") != "finished" or "results" not in c:
+            continue
+        res = c["results"]
+        evals = [(r["step"], r["eval"]["target_returns"], r["eval"]["returns_per_seed"])
+                 for r in c.get("train_curve", []) if "eval" in r]
+        if not evals:
+            continue
+        evals.append((res["trained_steps"], [e["target_return"] for e in res["eval"]],
+                      [e["returns_per_seed"] for e in res["eval"]]))
+        for step, targets, returns in evals:
+            for target, per_seed in zip(targets, returns, strict=True):
+                scores = normalised(np.asarray(per_seed, np.float64), res["dataset"])
+                point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
+                rows.append({"env": c["env"], "dataset": c["dataset"], "model": c["model"],
+                             "variant": c.get("name", c["model"]), "step": int(step),
+                             "target": float(target), "mean": float(scores.mean()),
+                             "iqm": float(point["x"][0]), "ci": [float(v) for v in ci["x"][:, 0]],
+                             "seeds": scores.shape[0]})
+    if not rows:
+        return "(no trained cell was evaluated during training)", rows
+    lines = ["| dataset | variant | target | gradient step | IQM [95% CI] | mean |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["env"], r["dataset"], MODEL_ORDER.index(r["model"]),
+                                         r["variant"], -r["target"], r["step"])):
+        lines.append(f"| {r['env']}-{r['dataset']} | {r['variant']} | {r['target']:g} | "
+                     f"{r['step']} | {r['iqm']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | "
+                     f"{r['mean']:.1f} |")
+    return "\n".join(lines), rows
+
+
+def plot_training_eval(rows: Sequence[dict], path: str) -> None:
+    """Normalised score (IQM, 95% CI band) against gradient step, one panel per dataset and
+    target return, one line per trained cell in its model's colour."""
+    panels = sorted({(r["env"], r["dataset"], -r["target"]) for r in rows})
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, (env, dataset, neg_target) in zip(axes.flat, panels, strict=True):
+        mine = [r for r in rows if (r["env"], r["dataset"], -r["target"]) == (env, dataset,
+                                                                             neg_target)]
+        for variant in sorted({r["variant"] for r in mine}):
+            pts = sorted((r["step"], r["iqm"], *r["ci"], r["model"]) for r in mine
+                         if r["variant"] == variant)
+            step, iqm, lo, hi = (np.array(v, np.float64) for v in list(zip(*pts,
+                                                                           strict=True))[:4])
+            colour = MODEL_COLOURS.get(pts[0][4])
+            ax.plot(step, iqm, marker="o", color=colour, label=variant)
+            ax.fill_between(step, lo, hi, alpha=0.15, color=colour)
+        ax.set(title=f"{env}-{dataset}, target {-neg_target:g}", xlabel="gradient step",
+               ylabel="normalised score (IQM)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_ablations_report(results_root: str, out_dir: str, protocol: str = "quick",
                            reps: int = 2000) -> str:
-    """Write <out_dir>/report.md (variants beside their grid cells, return conditioning) and
-    targets.png; returns the markdown."""
+    """Write <out_dir>/report.md (variants beside their grid cells, return conditioning, score
+    during training), targets.png and training_eval.png; returns the markdown."""
     cells = load_cells(results_root, "ablations", protocol)
     grid_cells = load_cells(results_root, "benchmark", protocol)
     os.makedirs(out_dir, exist_ok=True)
     variants, _ = variants_table(cells, grid_cells, reps)
     targets, rows = targets_table(cells)
     plot_targets(rows, os.path.join(out_dir, "targets.png"))
+    during, during_rows = training_eval_table(cells, reps)
+    plot_training_eval(during_rows, os.path.join(out_dir, "training_eval.png"))
     text = "\n\n".join([
         f"# ablations / {protocol}",
         "Trained variants beside the grid cell of the same model and dataset (normalised "
         "scores at each target return; IQM over seeds x episodes, 95% stratified-bootstrap "
         "CIs):", variants,
         "Return conditioning (evaluation of trained cells at a range of target returns: the "
-        "grid cells, and ablation variants named in brackets; targets.png):", targets])
+        "grid cells, and ablation variants named in brackets; targets.png):", targets,
+        "Score during training (cells evaluated on the way, config.eval.every, e.g. the budget "
+        "ablation; normalised, IQM over seeds x episodes with 95% CIs; training_eval.png):",
+        during])
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write(text + "\n")
     return text

@@ -35,6 +35,14 @@ def test_variants_change_what_they_name_and_reuse_grid_cells():
     assert (c.model.ssm.mode, c.model.ssm.init, c.model.ssm.discretization) == (
         "diag", "diag-inv", "zoh")
     assert all(o == {"delayed_reward": True} for _, _, o in ablations.variants("delayed"))
+    budget = {(m, v): o for m, v, o in ablations.variants("budget")}
+    assert sorted(budget) == sorted((m, "steps5000") for m in grid.MODELS)
+    c = grid.cell_config("dt", "hopper", "medium", QUICK, budget[("dt", "steps5000")])
+    base = grid.cell_config("dt", "hopper", "medium", QUICK)
+    assert (c.num_steps, c.eval.every) == (5000, 1000)
+    # the quick schedule continued: same warmup, rate and logging, only longer
+    assert (c.optim.warmup_steps, c.optim.learning_rate, c.log_every) == (
+        base.optim.warmup_steps, base.optim.learning_rate, base.log_every)
 
 
 def test_tiny_delayed_variant_is_written_under_ablations(tmp_path):
@@ -42,13 +50,18 @@ def test_tiny_delayed_variant_is_written_under_ablations(tmp_path):
                          description="test")
     over = {"delayed_reward": True, "dataset": "embedded", "steps_per_call": 2, "batch_size": 8,
             "eval.max_episode_steps": 10, "eval.target_returns": [1800.0],
-            "model.hidden_dims": (16, 16)}
+            "model.hidden_dims": (16, 16), "eval.every": 1}
     out = ablations.run_variant("bc", "delayed", over, "hopper", "medium", tiny,
                                 results_root=str(tmp_path / "res"),
                                 runs_root=str(tmp_path / "runs"), show_progress=False)
     assert out["status"] == "finished"
     path = tmp_path / "res" / "ablations" / "tiny" / "hopper-medium" / "bc-delayed.json"
-    assert json.loads(path.read_text())["config"]["delayed_reward"] is True
+    stored = json.loads(path.read_text())
+    assert stored["config"]["delayed_reward"] is True
+    # the step-1 evaluation (eval.every) is in the summary's curve, the final one in results
+    first, last = stored["train_curve"]
+    assert (first["step"], "eval" in last) == (1, False)
+    assert np.asarray(first["eval"]["returns_per_seed"]).shape == (1, 1, 1)  # [T, S, E]
 
 
 def test_tuned_variants_are_the_sweep_best_point_and_a_larger_baseline_rate():

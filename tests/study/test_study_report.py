@@ -259,3 +259,27 @@ def test_score_vs_params_colours_by_model_and_labels_datasets(tmp_path, monkeypa
     assert [tuple(h.get_facecolor()[0]) for h in legend.legend_handles] == colours[:3]
     report.plt.close("all")
     assert report.dataset_label("walker2d", "medium-expert") == "w2d-me"
+
+
+def test_score_during_training_tabulates_each_evaluated_step(tmp_path):
+    """A cell evaluated during training (train_curve "eval" entries, [T][S][E] returns) gets a
+    row per step and target with the IQM of its episodes (scipy's trimmed mean), the final
+    evaluation last; cells without such entries get none."""
+    rng = np.random.default_rng(2)
+    early, final = rng.normal(20, 5, size=(2, 3, 4)), rng.normal(40, 5, size=(3, 4))
+    cell = {**_cell("hopper", "medium", "dt", final, 700), "name": "dt-steps5000"}
+    cell["results"]["trained_steps"] = 2000
+    cell["train_curve"][0]["eval"] = {"target_returns": [3600.0, 1800.0],
+                                      "returns_per_seed": early.tolist()}
+    plain = _cell("hopper", "medium", "s4dm", final, 100)
+    plain["results"]["trained_steps"] = 2
+    text, rows = report.training_eval_table([cell, plain], reps=200)
+    assert [(r["step"], r["target"]) for r in rows] == [(1, 3600.0), (1, 1800.0),
+                                                        (2000, 3600.0)]
+    for r, x in zip(rows, [early[0], early[1], final], strict=True):
+        np.testing.assert_allclose(r["iqm"], stats.trim_mean(x.reshape(-1), 0.25), rtol=1e-9)
+        assert r["ci"][0] <= r["iqm"] <= r["ci"][1] and r["variant"] == "dt-steps5000"
+    assert f"| hopper-medium | dt-steps5000 | 1800 | 1 | {rows[1]['iqm']:.1f} [" in text
+    report.plot_training_eval(rows, str(tmp_path / "during.png"))
+    assert (tmp_path / "during.png").stat().st_size > 0
+    assert report.training_eval_table([plain])[1] == []

@@ -456,7 +456,9 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
                 entry = _log_train(writer, metrics, step, config, lr_schedule(step - 1), n / dt,
                                    train_s)
                 if evaluate:  # the final step's evaluation is the run's results
-                    result = rollout(model, state["params"], env_id=dataset.env_id,
+                    # on each process's host, as the final evaluation (multi-process arrays
+                    # are not fully addressable)
+                    result = rollout(model, _to_host(state["params"]), env_id=dataset.env_id,
                                      state_mean=sampler.state_mean, state_std=sampler.state_std,
                                      rtg_scale=config.rtg_scale,
                                      targets=config.eval.target_returns,

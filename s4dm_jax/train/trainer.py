@@ -311,14 +311,9 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     trained_steps = start_step if evaluate_only else int(config.num_steps)
 
     eval_start = time.perf_counter()
-    state = {"params": _to_host(state["params"])}  # evaluation runs on each process's host
-    result = rollout(model, state["params"], env_id=dataset.env_id, state_mean=sampler.state_mean,
-                     state_std=sampler.state_std, rtg_scale=config.rtg_scale,
-                     targets=config.eval.target_returns, episodes=config.eval.episodes,
-                     max_steps=config.eval.max_episode_steps,
-                     delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
-                     episode_start_windows=config.episode_start_windows,
-                     show_progress=show_progress)
+    state = {"params": _to_host(state["params"])}
+    result = _evaluate(config, model, state["params"], sampler, dataset,
+                       show_progress=show_progress)
     _log_eval(writer, result, dataset, trained_steps, config)
     writer.close()
     gif = None
@@ -344,6 +339,19 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     )
     report.write_all(log_dir, results, history)
     return results
+
+
+def _evaluate(config, model, params, sampler, dataset, show_progress: bool):
+    """Roll out host `params` [S, ...] at config.eval's target returns. Every process evaluates
+    its own host copy (multi-process device arrays are not fully addressable); the environment
+    seeds are the same at every step of a run, so evaluations during training and the final one
+    are comparable."""
+    return rollout(model, params, env_id=dataset.env_id, state_mean=sampler.state_mean,
+                   state_std=sampler.state_std, rtg_scale=config.rtg_scale,
+                   targets=config.eval.target_returns, episodes=config.eval.episodes,
+                   max_steps=config.eval.max_episode_steps, delayed_reward=config.delayed_reward,
+                   seed=config.seed + 10_000, episode_start_windows=config.episode_start_windows,
+                   show_progress=show_progress)
 
 
 def _finished_results(config, workdir: str, evaluate_only: bool) -> dict | None:
@@ -456,17 +464,8 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
                 entry = _log_train(writer, metrics, step, config, lr_schedule(step - 1), n / dt,
                                    train_s)
                 if evaluate:  # the final step's evaluation is the run's results
-                    # on each process's host, as the final evaluation (multi-process arrays
-                    # are not fully addressable)
-                    result = rollout(model, _to_host(state["params"]), env_id=dataset.env_id,
-                                     state_mean=sampler.state_mean, state_std=sampler.state_std,
-                                     rtg_scale=config.rtg_scale,
-                                     targets=config.eval.target_returns,
-                                     episodes=config.eval.episodes,
-                                     max_steps=config.eval.max_episode_steps,
-                                     delayed_reward=config.delayed_reward,
-                                     seed=config.seed + 10_000,
-                                     episode_start_windows=config.episode_start_windows)
+                    result = _evaluate(config, model, _to_host(state["params"]), sampler,
+                                       dataset, show_progress=run.show_progress)
                     _log_eval(writer, result, dataset, step, config)
                     entry["eval"] = {"target_returns": list(result.targets),
                                      "returns_per_seed": result.returns.transpose(1, 0, 2)

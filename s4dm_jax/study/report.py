@@ -113,6 +113,13 @@ def _iqm_ci(scores_by_model: dict, reps: int, seed: int = 0):
     return _interval_estimates(scores_by_model, iqm, reps, seed)
 
 
+def _episode_iqm(scores, reps: int) -> tuple[float, list[float]]:
+    """IQM and its 95% stratified-bootstrap CI [lo, hi] of one cell's episode scores (any
+    shape, e.g. [seeds, episodes]), all runs of one task."""
+    point, ci = _iqm_ci({"x": np.asarray(scores).reshape(-1, 1)}, reps)
+    return float(point["x"][0]), [float(v) for v in ci["x"][:, 0]]
+
+
 def _not_run(reason: str) -> str:
     return reason if reason.startswith("not run") else f"not run: {reason}".rstrip(": ")
 
@@ -129,15 +136,14 @@ def cell_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, list[dict]
         res = cell["results"]
         for ti, entry in enumerate(res["eval"]):
             scores = episode_scores(cell, ti)  # [seeds, episodes]
-            point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
+            iqm, ci = _episode_iqm(scores, reps)
             rows.append({
                 "env": key[0], "dataset": key[1], "model": key[2],
                 "target": entry["target_return"], "params": res["num_params"],
                 "seeds": len(res["seeds"]), "episodes": scores.shape[1],
                 "mean": float(scores.mean(axis=1).mean()),
                 "std": float(scores.mean(axis=1).std()),
-                "iqm": float(point["x"][0]), "ci": [float(v) for v in ci["x"][:, 0]],
-                "train_s": res["wall_times"]["train_s"],
+                "iqm": iqm, "ci": ci, "train_s": res["wall_times"]["train_s"],
                 "published": PUBLISHED.get(key[:2], {}).get(
                     "ds4" if key[2] == "s4dm" else key[2]),
             })
@@ -484,9 +490,7 @@ def variants_table(cells: Sequence[dict], grid_cells: Sequence[dict],
 
     def stats(cell, t):
         scores = episode_scores(cell, t)
-        point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
-        return (float(scores.mean()), float(point["x"][0]), [float(v) for v in ci["x"][:, 0]],
-                scores.shape[0])
+        return (float(scores.mean()), *_episode_iqm(scores, reps), scores.shape[0])
 
     grid_stats = {}  # (env, dataset, model, target index) -> stats, bootstrapped once
     rows = []
@@ -544,12 +548,11 @@ def training_eval_table(cells: Sequence[dict], reps: int = 2000) -> tuple[str, l
         for step, targets, returns in evals:
             for target, per_seed in zip(targets, returns, strict=True):
                 scores = normalised(np.asarray(per_seed, np.float64), res["dataset"])
-                point, ci = _iqm_ci({"x": scores.reshape(-1, 1)}, reps)
+                iqm, ci = _episode_iqm(scores, reps)
                 rows.append({"env": c["env"], "dataset": c["dataset"], "model": c["model"],
                              "variant": c.get("name", c["model"]), "step": int(step),
                              "target": float(target), "mean": float(scores.mean()),
-                             "iqm": float(point["x"][0]), "ci": [float(v) for v in ci["x"][:, 0]],
-                             "seeds": scores.shape[0]})
+                             "iqm": iqm, "ci": ci, "seeds": scores.shape[0]})
     if not rows:
         return "(no trained cell was evaluated during training)", rows
     lines = ["| dataset | variant | target | gradient step | IQM [95% CI] | mean |",

@@ -1,5 +1,7 @@
-"""Causal FFT convolution, the training view of an SSM layer (REFERENCE.md section 1,
-"Training uses the causal FFT convolution")."""
+"""Causal FFT convolution, the training view of an SSM layer (y = K * u, zero-padded to 2L so the
+circular convolution is causal: Gu, Goel & Re, "Efficiently Modeling Long Sequences with
+Structured State Spaces", ICLR 2022, section 2.4; official code: state-spaces/s4,
+src/models/sequence/kernels/fftconv.py; docs/ssm.md)."""
 
 from __future__ import annotations
 

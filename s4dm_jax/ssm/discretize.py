@@ -1,4 +1,7 @@
-"""Continuous -> discrete state-space maps (REFERENCE.md section 1, "Discretisation").
+"""Continuous -> discrete state-space maps: bilinear (Gu, Goel & Re, "Efficiently Modeling Long
+Sequences with Structured State Spaces", ICLR 2022, eq. 3) and zero-order hold (Gu, Gupta,
+Goel & Re, "On the Parameterization and Initialization of Diagonal State Space Models",
+NeurIPS 2022); docs/ssm.md.
 
 Pure jnp functions; the dtype follows the inputs. `dt` is a scalar (or broadcastable array
 for the diagonal versions).

@@ -1,7 +1,12 @@
 """HiPPO transition matrices, their rank corrections and the NPLR -> DPLR decomposition.
 
 Everything here runs once at initialisation, so it is plain numpy in float64 / complex128
-(REFERENCE.md section 1, "HiPPO transition matrices", "Rank correction", "NPLR -> DPLR").
+(Gu, Dao, Ermon, Rudra & Re, "HiPPO: Recurrent Memory with Optimal Polynomial Projections",
+NeurIPS 2020; Gu, Goel & Re, "Efficiently Modeling Long Sequences with Structured State
+Spaces", ICLR 2022, section 3.2 and appendix C.1; S4D-Lin/Inv: Gu, Gupta, Goel & Re, "On the
+Parameterization and Initialization of Diagonal State Space Models", NeurIPS 2022; official
+code: state-spaces/s4, src/models/hippo/hippo.py, `transition`, `rank_correction`, `nplr`;
+docs/ssm.md).
 Indices n (row) and k (column) start at 0.
 """
 

@@ -1,4 +1,8 @@
-"""Convolution kernels K_l = C Ab^l Bb, l < L (REFERENCE.md section 1, "Kernels").
+"""Convolution kernels K_l = C Ab^l Bb, l < L (Gu, Goel & Re, "Efficiently Modeling Long Sequences
+with Structured State Spaces", ICLR 2022, section 3.3 and appendix C.3; S4D's Vandermonde kernel:
+Gu, Gupta, Goel & Re, "On the Parameterization and Initialization of Diagonal State Space
+Models", NeurIPS 2022; official code: state-spaces/s4, src/models/sequence/kernels/ssm.py;
+docs/ssm.md).
 
 Three views of the same kernel:
 - `naive`: explicit powers of a dense discrete system (the test oracle);
@@ -295,7 +299,8 @@ def cauchy_conj_sums(v, Lambda, dt, L: int):
 def cauchy_dplr(Lambda, P, B, C_tilde, dt, L: int, Q=None):
     """S4 kernel of the conjugate-completed DPLR system (bilinear), via Cauchy + Woodbury.
 
-    REFERENCE "DPLR (S4) via Cauchy + Woodbury" on the completed system, at the L//2 + 1 roots
+    The S4 paper's Cauchy + Woodbury kernel (Gu, Goel & Re, ICLR 2022, appendix C.3) on the
+    completed system, at the L//2 + 1 roots
     of unity w_k (the kernel is real, so the other half is conjugate): every Cauchy sum runs
     over both halves (`cauchy_conj_sums`) BEFORE the Woodbury step,
     Khat(w) = s(C~,B) - c s(C~,P) (I + c s(Q^*,P))^-1 s(Q^*,B), c = (1+w)/2,

@@ -1,5 +1,7 @@
 """Recurrent (inference) view of an SSM: x_k = Ab x_{k-1} + Bb u_k, y_k = C x_k
-(REFERENCE.md section 1, "Inference uses the recurrence" and "DPLR step").
+(Gu, Goel & Re, "Efficiently Modeling Long Sequences with Structured State Spaces", ICLR 2022,
+section 2.3, and appendix C.2 for the O(N) DPLR step, as in the official code, state-spaces/s4,
+src/models/sequence/kernels/ssm.py, `SSMKernelDPLR._setup_state` / `_step_state`; docs/ssm.md).
 
 No D term here: callers add D * u.
 """
@@ -7,6 +9,7 @@ No D term here: callers add D * u.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,16 +78,34 @@ def dplr_terms(Lambda, P, Q, dt):
     return D, small_inverse(jnp.eye(P.shape[0], dtype=small.dtype) + small)
 
 
-def _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t):
+class DplrSystem(NamedTuple):
+    """One DPLR system ready to step: Lambda (M,), P, Q (rank, M), B (M,), dt scalar, and its
+    `dplr_terms` D (M,), G (rank, rank)."""
+
+    Lambda: jax.Array
+    P: jax.Array
+    Q: jax.Array
+    B: jax.Array
+    dt: jax.Array
+    D: jax.Array
+    G: jax.Array
+
+
+def _dplr_system(Lambda, P, Q, B, dt) -> DplrSystem:
+    return DplrSystem(Lambda, P, Q, B, dt, *dplr_terms(Lambda, P, Q, dt))
+
+
+def _dplr_update(s: DplrSystem, x, u_t):
     """x_new = A1 (A0 x + 2 B u_t) with A0 = (2/dt) I + A; never forms a dense matrix.
 
     Products with the (rank, M) factors are elementwise reductions: under vmap over batch and
     channels these fuse, where tiny batched matmuls would not.
     """
-    Qc = jnp.conj(Q)
-    v = (2.0 / dt + Lambda) * x - _low_rank_outer(P, _low_rank_inner(Qc, x)) + 2.0 * B * u_t
+    Qc, P, D = jnp.conj(s.Q), s.P, s.D
+    v = ((2.0 / s.dt + s.Lambda) * x - _low_rank_outer(P, _low_rank_inner(Qc, x))
+         + 2.0 * s.B * u_t)
     Dv = D * v
-    return Dv - D * _low_rank_outer(P, G @ _low_rank_inner(Qc, Dv))
+    return Dv - D * _low_rank_outer(P, s.G @ _low_rank_inner(Qc, Dv))
 
 
 def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
@@ -95,8 +116,7 @@ def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
     -> (x_new (M,), y_t = 2 Re(C x_new) scalar).
     """
     Q = P if Q is None else Q
-    D, G = dplr_terms(Lambda, P, Q, dt)
-    x_new = _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t)
+    x_new = _dplr_update(_dplr_system(Lambda, P, Q, B, dt), x, u_t)
     return x_new, _readout(C, x_new, conj_symmetric=True)
 
 
@@ -109,11 +129,11 @@ def dplr_scan(Lambda, P, Q, B, C, dt, u, x0=None):
     Q = P if Q is None else Q
     cdtype = jnp.result_type(jnp.complex64, Lambda, P, Q, B, C, u)
     Lambda, P, Q, B, C = (jnp.asarray(a, cdtype) for a in (Lambda, P, Q, B, C))
-    D, G = dplr_terms(Lambda, P, Q, dt)
+    system = _dplr_system(Lambda, P, Q, B, dt)
     x0 = jnp.zeros(Lambda.shape, cdtype) if x0 is None else jnp.asarray(x0, cdtype)
 
     def body(x, u_t):
-        x_new = _dplr_update(Lambda, P, Q, B, dt, D, G, x, u_t)
+        x_new = _dplr_update(system, x, u_t)
         return x_new, _readout(C, x_new, conj_symmetric=True)
 
     return lax.scan(body, x0, u)

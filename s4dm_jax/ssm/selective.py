@@ -1,5 +1,9 @@
 """Selective (Mamba) scan: h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = h_t C_t + D u_t
-(REFERENCE.md section 2, "Decision Mamba": associative scan with lax.scan as the reference).
+(Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", 2023,
+arXiv:2312.00752, section 3 and algorithm 2; reference implementation: state-spaces/mamba,
+mamba_ssm/ops/selective_scan_interface.py, `selective_scan_ref`; as used by Ota, "Decision
+Mamba: Reinforcement Learning via Sequence Modeling with Selective State Spaces", 2024,
+arXiv:2403.19925, repository Toshihiro-Ota/decision-mamba).
 
 Shapes: L time, D channels, N state per channel, "..." any leading batch dims (independent
 sequences). A (D, N) is real (negative for stability).

@@ -34,7 +34,7 @@ def _check_even(N: int, what: str) -> int:
 
 
 def transition(measure: str, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """HiPPO state matrices ("HiPPO transition matrices").
+    """HiPPO state matrices (state-spaces/s4 `transition`).
 
     Args: measure in {"legs", "legt", "lagt", "fout"}; N state size.
     Returns: A (N, N) float64, B (N,) float64.
@@ -71,7 +71,7 @@ def transition(measure: str, N: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rank_correction(measure: str, N: int) -> np.ndarray:
-    """Low-rank P with A + P^T P normal ("Rank correction P").
+    """Low-rank P with A + P^T P normal (state-spaces/s4 `rank_correction`).
 
     Returns: P (rank, N) float64; rank 2 for legt, 1 otherwise.
     """
@@ -107,7 +107,7 @@ def _real_pair_vector(V0: np.ndarray) -> np.ndarray:
 
 
 def nplr_full(measure: str, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All N modes of the NPLR -> DPLR change of basis ("NPLR -> DPLR"), before truncation.
+    """All N modes of the NPLR -> DPLR change of basis (S4 appendix C.1), before truncation.
 
     S = A + P^T P; Re(Lambda) = mean(diag S); (Im(Lambda), V) = eigh(-1j (S - Re(Lambda) I)).
     Returns: Lambda (N,), P~ (rank, N), B~ (N,), V (N, N) complex128, sorted by Im(Lambda);

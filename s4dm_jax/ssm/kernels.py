@@ -51,7 +51,7 @@ def conj_complete(x):
 
 @functools.partial(jax.jit, static_argnames=('L',))
 def naive(Ab, Bb, C, L: int):
-    """Reference kernel by explicit powers: K_l = C Ab^l Bb for l < L ("Naive reference").
+    """Reference kernel by explicit powers: K_l = C Ab^l Bb for l < L (the test oracle).
 
     Ab (N, N), Bb (N,), C (N,), L static int -> K (L,), dtype of the inputs (no 2 Re).
     """
@@ -67,7 +67,7 @@ def naive(Ab, Bb, C, L: int):
 
 @functools.partial(jax.jit, static_argnames=('L', 'method'))
 def vandermonde(Lambda, B, C, dt, L: int, method: str = "zoh"):
-    """S4D kernel of a diagonal conjugate-symmetric system ("S4D / diagonal (Vandermonde)").
+    """S4D kernel of a diagonal conjugate-symmetric system (S4D, Gu et al. 2022).
 
     zoh: K_l = 2 Re sum_n C_n B_n (exp(dt a_n) - 1)/a_n exp(l dt a_n);
     bilinear: K_l = 2 Re sum_n C_n Bb_n Ab_n^l with Ab_n, Bb_n from `discretize.bilinear_diag`.

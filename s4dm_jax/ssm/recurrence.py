@@ -110,7 +110,7 @@ def _dplr_update(s: DplrSystem, x, u_t):
 
 def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
     """Bilinear DPLR step of the completed system in O(M rank): x_new = Ab x + Bb u_t with
-    Ab = A1 A0, Bb = 2 A1 B ("DPLR step"), on the first half of the conjugate-symmetric state.
+    Ab = A1 A0, Bb = 2 A1 B (S4 appendix C.2), on the first half of the conjugate-symmetric state.
 
     Lambda (M,), P, Q (rank, M) (Q None -> P), B, C (M,), dt scalar, x (M,), u_t scalar
     -> (x_new (M,), y_t = 2 Re(C x_new) scalar).

@@ -14,7 +14,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.optim.learning_rate = 6.1e-4
     c.optim.ssm_learning_rate = 1e-3
     # Whole episodes from their first step: training sees the same history as the recurrent
-    # state at evaluation (see README, "Models").
+    # state at evaluation (see docs/models.md).
     c.episode_start_windows = True
     c.model.context_len = 1000
     c.batch_size = 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -9,17 +10,27 @@ import platform
 import numpy as np
 
 
-def build_results(config, dataset, model, num_params, result, history, *, wall_times, devices,
-                  trials, gif=None, trained_steps=None) -> dict:
-    """Plain-JSON results: per-trial returns and normalised scores per target, plus summaries.
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a run adds to its evaluation in results.json (see `build_results`)."""
 
-    `trials` (train.trainer.trial_table) describes the leading axis of every per-seed list: one
-    entry per trained model, its seed and optimiser values (several per seed in a sweep).
+    num_params: int
+    history: list[dict]          # the training record (train_history.jsonl entries)
+    wall_times: dict[str, float]  # train_s, compile_s, eval_s
+    devices: list[str]
+    # train.trainer.trial_table: the leading axis of every per-seed list, one entry per trained
+    # model with its seed and optimiser values (several per seed in a sweep)
+    trials: list[dict]
+    gif: str | None = None
+    # the step of the evaluated parameters (None: config.num_steps); when it differs from
+    # config.num_steps the results say so in "note"
+    trained_steps: int | None = None
 
-    `trained_steps` is the step of the evaluated parameters (default config.num_steps); when it
-    differs from config.num_steps the results say so in "note".
-    """
-    trained_steps = int(config.num_steps if trained_steps is None else trained_steps)
+
+def build_results(config, dataset, result, run: RunRecord) -> dict:
+    """Plain-JSON results of `result` (an evaluate.rollout RolloutResult [S, T, E]) on
+    `dataset`: per-trial returns and normalised scores per target, plus summaries and `run`."""
+    trained_steps = int(config.num_steps if run.trained_steps is None else run.trained_steps)
     has_refs = dataset.ref_min_score is not None and dataset.ref_max_score is not None
     per_target = []
     for ti, target in enumerate(result.targets):
@@ -45,22 +56,22 @@ def build_results(config, dataset, model, num_params, result, history, *, wall_t
         "config": config.to_dict(),
         "trained_steps": trained_steps,
         "model": config.model.name,
-        "num_params": int(num_params),
+        "num_params": int(run.num_params),
         "dataset": {"spec": config.dataset, "name": dataset.name, "env_id": dataset.env_id,
                     "episodes": int(dataset.num_episodes),
                     "transitions": int(len(dataset.rewards)),
                     "ref_min_score": dataset.ref_min_score,
                     "ref_max_score": dataset.ref_max_score,
                     "ref_source": dataset.ref_source},
-        "seeds": [t["seed"] for t in trials],
-        "trials": trials,
+        "seeds": [t["seed"] for t in run.trials],
+        "trials": run.trials,
         "eval": per_target,
         "eval_env_steps": result.env_steps,
-        "final_train_loss_per_seed": history[-1]["loss"] if history else None,
-        "wall_times": {**wall_times, "eval_rollout_s": result.wall_time_s},
-        "devices": devices,
+        "final_train_loss_per_seed": run.history[-1]["loss"] if run.history else None,
+        "wall_times": {**run.wall_times, "eval_rollout_s": result.wall_time_s},
+        "devices": run.devices,
         "platform": platform.platform(),
-        "gif": gif,
+        "gif": run.gif,
     }
     if trained_steps != int(config.num_steps):
         results["note"] = (f"the checkpoint at step {trained_steps} was evaluated as it is "

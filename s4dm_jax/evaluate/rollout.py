@@ -36,16 +36,49 @@ class RolloutResult:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """How the episodes of one evaluation are run (see `rollout`)."""
+    """How the episodes of one evaluation (`rollout`) or one GIF (`render_episode`) are run."""
 
+    env_id: str
     targets: tuple[float, ...]  # target returns, raw scale
     episodes: int               # per seed and target
     state_mean: np.ndarray      # f32 [obs] training statistics used to normalise states
     state_std: np.ndarray       # f32 [obs]
-    rtg_scale: float
+    rtg_scale: float            # returns-to-go are divided by it, as in training
     max_steps: int = 1000       # episodes are cut (truncated) at this many steps
+    # the return-to-go stays at target/rtg_scale (the training data had no intermediate rewards)
     delayed_reward: bool = False
     seed: int = 0               # env copy i is reset with seed + i
+    # the model was trained on whole episodes from their first step (`check_inference_regime`)
+    episode_start_windows: bool = False
+
+    def __post_init__(self):
+        """Normalise the types (targets: a tuple of floats, statistics: f32 arrays)."""
+        for name, value in (("targets", tuple(float(t) for t in self.targets)),
+                            ("episodes", int(self.episodes)),
+                            ("state_mean", np.asarray(self.state_mean, np.float32)),
+                            ("state_std", np.asarray(self.state_std, np.float32)),
+                            ("rtg_scale", float(self.rtg_scale)),
+                            ("max_steps", int(self.max_steps)),
+                            ("delayed_reward", bool(self.delayed_reward)),
+                            ("seed", int(self.seed)),
+                            ("episode_start_windows", bool(self.episode_start_windows))):
+            object.__setattr__(self, name, value)
+        if not self.targets or self.episodes < 1 or self.max_steps < 1:
+            raise EvaluationError(
+                f"evaluation needs at least one target return, episodes >= 1 and max_steps >= 1 "
+                f"(got targets={self.targets}, episodes={self.episodes}, "
+                f"max_steps={self.max_steps}); check --config.eval")
+
+    @classmethod
+    def from_config(cls, config, env_id: str, state_mean, state_std) -> EvalSettings:
+        """A run config's evaluation: config.eval's targets, episodes and episode length,
+        config.rtg_scale / delayed_reward / episode_start_windows, env seeds from
+        config.seed + 10_000 (the same at every evaluation of a run, so they compare)."""
+        return cls(env_id=env_id, targets=config.eval.target_returns,
+                   episodes=config.eval.episodes, state_mean=state_mean, state_std=state_std,
+                   rtg_scale=config.rtg_scale, max_steps=config.eval.max_episode_steps,
+                   delayed_reward=config.delayed_reward, seed=config.seed + 10_000,
+                   episode_start_windows=config.episode_start_windows)
 
     @property
     def per_seed(self) -> int:
@@ -94,40 +127,29 @@ def check_inference_regime(model, episode_start_windows: bool) -> None:
         )
 
 
-def rollout(model, params, *, env_id: str, state_mean: np.ndarray, state_std: np.ndarray,
-            rtg_scale: float, targets, episodes: int, max_steps: int = 1000,
-            delayed_reward: bool = False, seed: int = 0,
-            episode_start_windows: bool = False, show_progress: bool = False) -> RolloutResult:
-    """Run `episodes` episodes per seed and target return.
+def rollout(model, params, settings: EvalSettings, *,
+            show_progress: bool = False) -> RolloutResult:
+    """Run settings.episodes episodes per seed and target return in settings.env_id.
 
     Args:
       model: a DecisionModel (init_carry/step API).
       params: variables with a leading seed axis S on every leaf.
-      state_mean, state_std: [obs] statistics used to normalise states in training.
-      rtg_scale: returns-to-go are divided by it, as in training.
-      targets: target returns (raw scale); the rtg starts at target/rtg_scale and drops by
-        reward/rtg_scale each step (stays constant with `delayed_reward`, whose training data
-        had no intermediate rewards).
-      max_steps: episodes are cut at this many steps (and at the env's own time limit).
-      seed: env copy i (seed s, target j, episode e at i = (s * T + j) * E + e) resets with
-        seed + i.
-      episode_start_windows: whether the model was trained on whole episodes from their first
-        step; a model whose step needs that (see `check_inference_regime`) is refused otherwise.
+      settings: the targets, episodes, state statistics and the rest (see `EvalSettings`);
+        the rtg starts at target/rtg_scale and drops by reward/rtg_scale each step (stays
+        constant with delayed_reward). Env copy i (seed s, target j, episode e at
+        i = (s * T + j) * E + e) resets with settings.seed + i. A model whose step needs whole
+        episodes (see `check_inference_regime`) is refused unless
+        settings.episode_start_windows.
       show_progress: a progress bar of the env steps (all episodes run side by side, so at
         most max_steps) with the number of episodes still running.
     Returns:
       RolloutResult with returns/lengths of shape [S, len(targets), episodes].
     """
-    check_inference_regime(model, episode_start_windows)
+    check_inference_regime(model, settings.episode_start_windows)
     num_seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
-    settings = EvalSettings(
-        targets=tuple(float(t) for t in targets), episodes=int(episodes),
-        state_mean=np.asarray(state_mean, np.float32), state_std=np.asarray(state_std, np.float32),
-        rtg_scale=rtg_scale, max_steps=int(max_steps), delayed_reward=bool(delayed_reward),
-        seed=int(seed))
-    envs = _make_envs(env_id, num_seeds * settings.per_seed)
+    envs = _make_envs(settings.env_id, num_seeds * settings.per_seed)
     try:
-        _check_obs_dim(envs, model.obs_dim, env_id)
+        _check_obs_dim(envs, model.obs_dim, settings.env_id)
         return _run(model, params, envs, settings, show_progress)
     finally:
         envs.close()
@@ -213,27 +235,22 @@ class ReturnConditionedPolicy:
             self.fresh_carry, self.carry)
 
 
-def render_episode(model, params, path: str, *, env_id: str, state_mean, state_std,
-                   rtg_scale: float, target: float, max_steps: int = 1000, fps: int = 30,
-                   seed: int = 0, episode_start_windows: bool = False) -> float:
+def render_episode(model, params, path: str, settings: EvalSettings, *, fps: int = 30) -> float:
     """Render one episode of a single seed's `params` (no seed axis) to a GIF; returns its return.
 
-    The episode runs as in `rollout` (one seed, one target, one episode). Needs MuJoCo
-    offscreen rendering (set MUJOCO_GL=egl or osmesa on headless machines).
-    episode_start_windows: as in `rollout`.
+    The episode is the first of `rollout(model, params[None], settings)`: target
+    settings.targets[0], env seed settings.seed, the same return-to-go rule (delayed_reward
+    included). Needs MuJoCo offscreen rendering (MUJOCO_GL=egl or osmesa on headless machines).
     """
-    check_inference_regime(model, episode_start_windows)
-    settings = EvalSettings(
-        targets=(float(target),), episodes=1, state_mean=np.asarray(state_mean, np.float32),
-        state_std=np.asarray(state_std, np.float32), rtg_scale=rtg_scale,
-        max_steps=int(max_steps), seed=int(seed))
-    envs = _make_envs(env_id, 1, render_mode="rgb_array")
+    check_inference_regime(model, settings.episode_start_windows)
+    one = dataclasses.replace(settings, targets=settings.targets[:1], episodes=1)
+    envs = _make_envs(one.env_id, 1, render_mode="rgb_array")
     try:
-        _check_obs_dim(envs, model.obs_dim, env_id)
+        _check_obs_dim(envs, model.obs_dim, one.env_id)
         one_seed = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], params)
-        policy = ReturnConditionedPolicy(model, one_seed, settings, envs.single_action_space)
-        result = run_episodes(envs, policy, seed=settings.seed, episodes_per_env=1,
-                              max_episode_steps=settings.max_steps, render=True)
+        policy = ReturnConditionedPolicy(model, one_seed, one, envs.single_action_space)
+        result = run_episodes(envs, policy, seed=one.seed, episodes_per_env=1,
+                              max_episode_steps=one.max_steps, render=True)
     finally:
         envs.close()
     imageio.mimsave(path, result.frames[0][::2], duration=2000 / fps, loop=0)

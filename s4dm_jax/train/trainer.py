@@ -33,7 +33,7 @@ from s4dm_jax import models as models_lib
 from s4dm_jax.data import DatasetError, SequenceSampler, load_dataset
 from s4dm_jax.data.sampling import TOP_FRACTION_BY, sample_batch
 from s4dm_jax.evaluate import report
-from s4dm_jax.evaluate.rollout import check_eval_env, render_episode, rollout
+from s4dm_jax.evaluate.rollout import EvalSettings, check_eval_env, render_episode, rollout
 from s4dm_jax.nn import ssm_param_mask
 from s4dm_jax.train import checkpoint
 from s4dm_jax.train.history import HistoryWriter, truncate_history
@@ -321,22 +321,19 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
         gif = os.path.join(records, "eval.gif")
         try:
             one_seed = jax.tree_util.tree_map(lambda x: x[0], state["params"])
-            render_episode(model, one_seed, gif, env_id=dataset.env_id,
-                           state_mean=sampler.state_mean, state_std=sampler.state_std,
-                           rtg_scale=config.rtg_scale, target=config.eval.target_returns[0],
-                           max_steps=config.eval.max_episode_steps, seed=config.seed,
-                           episode_start_windows=config.episode_start_windows)
+            settings = EvalSettings.from_config(config, dataset.env_id, sampler.state_mean,
+                                                sampler.state_std)  # the GIF: env seed config.seed
+            render_episode(model, one_seed, gif, dataclasses.replace(settings, seed=config.seed))
         except Exception as e:  # rendering needs a GL backend; the results stand without it
             print(f"warning: could not render eval.gif ({type(e).__name__}: {e}); "
                   "set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU) to enable rendering")
             gif = None
-    results = report.build_results(
-        config, dataset, model, num_params, result, history,
+    results = report.build_results(config, dataset, result, report.RunRecord(
+        num_params=num_params, history=history,
         wall_times={"train_s": train_s, "compile_s": compile_s,
                     "eval_s": time.perf_counter() - eval_start},
-        devices=[str(d) for d in mesh.devices.flat], gif=gif, trained_steps=trained_steps,
-        trials=trials,
-    )
+        devices=[str(d) for d in mesh.devices.flat], trials=trials, gif=gif,
+        trained_steps=trained_steps))
     report.write_all(log_dir, results, history)
     return results
 
@@ -346,12 +343,9 @@ def _evaluate(config, model, params, sampler, dataset, show_progress: bool):
     its own host copy (multi-process device arrays are not fully addressable); the environment
     seeds are the same at every step of a run, so evaluations during training and the final one
     are comparable."""
-    return rollout(model, params, env_id=dataset.env_id, state_mean=sampler.state_mean,
-                   state_std=sampler.state_std, rtg_scale=config.rtg_scale,
-                   targets=config.eval.target_returns, episodes=config.eval.episodes,
-                   max_steps=config.eval.max_episode_steps, delayed_reward=config.delayed_reward,
-                   seed=config.seed + 10_000, episode_start_windows=config.episode_start_windows,
-                   show_progress=show_progress)
+    settings = EvalSettings.from_config(config, dataset.env_id, sampler.state_mean,
+                                        sampler.state_std)
+    return rollout(model, params, settings, show_progress=show_progress)
 
 
 def _finished_results(config, workdir: str, evaluate_only: bool) -> dict | None:

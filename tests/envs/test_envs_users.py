@@ -58,9 +58,10 @@ def test_evaluation_runs_through_the_runner_with_a_plain_loops_returns(name, run
     params = jax.tree_util.tree_map(lambda *x: np.stack(x), *seeds)
     mean, std = np.full(11, 0.1, np.float32), np.full(11, 2.0, np.float32)
     targets, episodes, max_steps, seed = (1800.0, 3600.0), 2, 15, 4
-    res = evaluation.rollout(model, params, env_id="Hopper-v5", state_mean=mean, state_std=std,
-                             rtg_scale=1000.0, targets=targets, episodes=episodes,
-                             max_steps=max_steps, seed=seed, episode_start_windows=True)
+    settings = evaluation.EvalSettings(
+        env_id="Hopper-v5", targets=targets, episodes=episodes, state_mean=mean, state_std=std,
+        rtg_scale=1000.0, max_steps=max_steps, seed=seed, episode_start_windows=True)
+    res = evaluation.rollout(model, params, settings)
     assert len(runner_calls) == 1 and runner_calls[0]["max_episode_steps"] == max_steps
     assert res.returns.shape == (2, 2, 2) and res.env_steps == res.lengths.sum()
     for s in range(2):
@@ -76,12 +77,13 @@ def test_evaluation_runs_through_the_runner_with_a_plain_loops_returns(name, run
 def test_render_episode_runs_through_the_runner(runner_calls, tmp_path):
     model = make_model("bc", 3, 2, hidden_dims=(8,))
     params = model.init(jax.random.PRNGKey(0))
-    kw = dict(env_id=COUNTER_ID, state_mean=np.zeros(3), state_std=np.ones(3), rtg_scale=1.0,
-              max_steps=9, seed=2)
-    ret = evaluation.render_episode(model, params, str(tmp_path / "x.gif"), target=5.0, **kw)
+    settings = evaluation.EvalSettings(env_id=COUNTER_ID, targets=(5.0,), episodes=1,
+                                       state_mean=np.zeros(3), state_std=np.ones(3),
+                                       rtg_scale=1.0, max_steps=9, seed=2)
+    ret = evaluation.render_episode(model, params, str(tmp_path / "x.gif"), settings)
     assert runner_calls[0]["render"] is True
     stacked = jax.tree_util.tree_map(lambda x: x[None], params)
-    res = evaluation.rollout(model, stacked, targets=[5.0], episodes=1, **kw)
+    res = evaluation.rollout(model, stacked, settings)
     assert ret == res.returns[0, 0, 0]  # the same episode as evaluation's
     frames = imageio.mimread(tmp_path / "x.gif")
     assert len(frames) == len(range(0, int(res.lengths[0, 0, 0]) + 1, 2))

@@ -27,6 +27,7 @@ existing id is never overwritten.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -50,7 +51,7 @@ from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store
 from s4dm_jax.envs import StepContext, make_env, make_vector_env, run_episodes
 from s4dm_jax.envs.make import mujoco_warnings_to_logging
 from s4dm_jax.provenance import git_commit, machine_record
-from s4dm_jax.rl import Policy, ReplayBuffer, split_episodes, train_sac
+from s4dm_jax.rl import Policy, ReplayBuffer, SACTrainConfig, split_episodes, train_sac
 from s4dm_jax.rl.train import SAC_ENV
 
 ENVS = {
@@ -165,9 +166,19 @@ def replay_episodes(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
 
 
 # --------------------------------------------------------------------------- minari
-def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
-                 ref_max_score: float, description: str, extra: dict, root=None,
-                 obs_dtype: str = "float32", ref_episodes: int = 100) -> Path:
+@dataclasses.dataclass(frozen=True)
+class MinariMeta:
+    """What a written dataset says about itself besides its episodes (see `write_minari`)."""
+
+    ref_min_score: float
+    ref_max_score: float
+    description: str
+    extra: dict              # more metadata (the provenance record)
+    ref_episodes: int = 100  # episodes behind the reference scores
+
+
+def write_minari(ds_id: str, episodes, env_id: str, meta: MinariMeta, *, root=None,
+                 obs_dtype: str = "float32") -> Path:
     """Write episodes with ``minari.create_dataset_from_buffers``; returns the dataset's path.
 
     The dataset is written into a temporary store inside the target store root and renamed
@@ -211,13 +222,13 @@ def write_minari(ds_id: str, episodes, env_id: str, *, ref_min_score: float,
                 author="s4dm_jax",
                 author_email="n/a",
                 code_permalink="s4dm_jax/data/collect.py",
-                ref_min_score=float(ref_min_score),
-                ref_max_score=float(ref_max_score),
-                num_episodes_average_score=int(ref_episodes),
+                ref_min_score=float(meta.ref_min_score),
+                ref_max_score=float(meta.ref_max_score),
+                num_episodes_average_score=int(meta.ref_episodes),
                 observation_space=obs_space,
-                description=description,
+                description=meta.description,
             )
-            ds.storage.update_metadata(extra)
+            ds.storage.update_metadata(meta.extra)
         _move_into_place(tmp_store, ds_id, final)
     finally:
         shutil.rmtree(tmp_store, ignore_errors=True)
@@ -316,20 +327,17 @@ def load_policy(path, env: str, flag: str):
 
 
 # --------------------------------------------------------------------------- commands
-def train_policy(env: str, seed: int, out: str | os.PathLike, *, target_return: float | None,
-                 max_steps: int, start_steps: int = 5_000, update_every: int = 50,
-                 eval_every: int = 5_000, eval_episodes: int = 10, command: str = "",
+def train_policy(env: str, out: str | os.PathLike, run: SACTrainConfig, *, command: str = "",
                  progress: bool = True) -> Path:
-    """Run SAC and save ``out/policy`` (orbax actor + policy.json), ``out/replay.npz`` (every
-    transition, for medium-replay) and ``out/train_log.json``. Returns ``out``."""
-    env_id = ENVS[env][0]
+    """Run SAC (``run``: seed, budget, target return...) and save ``out/policy`` (orbax actor +
+    policy.json), ``out/replay.npz`` (every transition, for medium-replay) and
+    ``out/train_log.json``. Returns ``out``."""
+    env_id, seed, target_return = ENVS[env][0], run.seed, run.target_return
     out = Path(out).absolute()
     if (out / "policy").exists():
         raise FileExistsError(f"{out} already holds a trained policy; delete it or pass --out")
     out.mkdir(parents=True, exist_ok=True)
-    res = train_sac(env_id, seed=seed, max_steps=max_steps, target_return=target_return,
-                    start_steps=start_steps, update_every=update_every, eval_every=eval_every,
-                    eval_episodes=eval_episodes, progress=progress)
+    res = train_sac(env_id, run, progress=progress)
     res.policy.meta["command"] = command
     res.policy.meta["machine"] = machine_record()  # SAC's result depends on the host (README)
     res.policy.save(out / "policy")
@@ -358,47 +366,81 @@ def check_ints(*checks: tuple[str, int, int]) -> None:
             raise CollectError(f"{flag} must be an integer >= {low}, got {value!r}")
 
 
-def check_request(env: str, kind: str, *, steps: int, seed: int, ref_episodes: int, version: int,
-                  name: str | None, paths: dict[str, str | None], sac_max_steps: int,
-                  sac_start_steps: int) -> None:
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset to create: the options of the `collect` command (same names and defaults;
+    see its --help)."""
+
+    env: str                          # a key of ENVS
+    kind: str                         # one of KINDS
+    steps: int = 100_000              # medium-expert: half each; medium-replay: not used
+    seed: int = 0
+    policy: str | None = None         # medium / expert / the medium half of medium-expert
+    expert_policy: str | None = None  # medium-expert
+    replay: str | None = None         # medium-replay: a SAC run's replay.npz
+    run_dir: str | None = None        # the SAC run medium/medium-replay train or reuse
+    root: str | None = None           # Minari store root (None: Minari's default)
+    name: str | None = None           # None: the kind
+    version: int = 0
+    deterministic: bool = False       # roll out tanh(mean) instead of sampling
+    ref_episodes: int = 100           # random-policy episodes measuring ref_min_score
+    sac_max_steps: int = 1_000_000
+    sac_start_steps: int = 5_000
+    obs_dtype: str = "float32"
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> DatasetSpec:
+        """The spec of parsed `collect` options."""
+        return cls(**{f.name: getattr(a, "dataset" if f.name == "kind" else f.name)
+                      for f in dataclasses.fields(cls)})
+
+    @property
+    def dataset_id(self) -> str:
+        """``s4dm/<env>/<name or kind>-v<version>``."""
+        return dataset_id(self.env, self.name or self.kind, self.version)
+
+    @property
+    def paths(self) -> dict[str, str | None]:
+        """The path options by their flag."""
+        return {"--policy": self.policy, "--expert-policy": self.expert_policy,
+                "--replay": self.replay, "--run-dir": self.run_dir}
+
+
+def check_request(spec: DatasetSpec) -> None:
     """CollectError for an unknown env/kind, a bad size, name or version, or a path option the
     kind does not use (checked before anything runs)."""
+    env, kind, name = spec.env, spec.kind, spec.name
     if env not in ENVS:
         raise CollectError(f"unknown --env {env!r}; choose from {sorted(ENVS)}")
     if kind not in KINDS:
         raise CollectError(f"unknown --dataset {kind!r}; choose from {KINDS}")
     least = 2 if kind == "medium-expert" else 1
-    check_ints(("--steps", steps, least), ("--seed", seed, 0),
-               ("--ref-episodes", ref_episodes, 1), ("--version", version, 0),
-               ("--sac-max-steps", sac_max_steps, 1), ("--sac-start-steps", sac_start_steps, 0))
+    check_ints(("--steps", spec.steps, least), ("--seed", spec.seed, 0),
+               ("--ref-episodes", spec.ref_episodes, 1), ("--version", spec.version, 0),
+               ("--sac-max-steps", spec.sac_max_steps, 1),
+               ("--sac-start-steps", spec.sac_start_steps, 0))
     if name is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise CollectError(f"--name {name!r} may only hold letters, digits, '_', '.' and '-'")
-    for flag, value in paths.items():
+    for flag, value in spec.paths.items():
         if value and flag not in _USES[kind]:
             raise CollectError(f"{flag} is not used by --dataset {kind} (it reads "
                                f"{', '.join(_USES[kind]) or 'no policy'}); drop it")
 
 
-def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | None = None,
-                   expert_policy: str | None = None, replay: str | None = None,
-                   run_dir: str | None = None, root: str | None = None, name: str | None = None,
-                   version: int = 0, deterministic: bool = False, ref_episodes: int = 100,
-                   sac_max_steps: int = 1_000_000, sac_start_steps: int = 5_000,
-                   obs_dtype: str = "float32", command: str = "",
-                   progress: bool = True) -> dict:
-    """Create one dataset; returns a summary dict (id, path, stats, refs, timings).
+def create_dataset(spec: DatasetSpec, *, command: str = "", progress: bool = True) -> dict:
+    """Create the dataset `spec` describes; returns a summary dict (id, path, stats, refs,
+    timings). `command` is recorded as provenance.
 
     Every input (env, kind, sizes, the id, the policy/replay paths and the policies' env) is
     checked before any rollout: raises CollectError or DatasetExistsError. The dataset appears
     under its id only once completely written.
     """
-    check_request(env, kind, steps=steps, seed=seed, ref_episodes=ref_episodes, version=version,
-                  name=name,
-                  paths={"--policy": policy, "--expert-policy": expert_policy,
-                         "--replay": replay, "--run-dir": run_dir},
-                  sac_max_steps=sac_max_steps, sac_start_steps=sac_start_steps)
+    check_request(spec)
+    env, kind, steps, seed, root = spec.env, spec.kind, spec.steps, spec.seed, spec.root
+    policy, expert_policy, replay = spec.policy, spec.expert_policy, spec.replay
+    deterministic, ref_episodes = spec.deterministic, spec.ref_episodes
     env_id, ref_max, d4rl_min = ENVS[env]
-    ds_id = dataset_id(env, name or kind, version)
+    ds_id = spec.dataset_id
     check_new_id(ds_id, root)
     if kind in ("expert", "medium-expert"):
         flag, exp_path = (("--expert-policy", expert_policy) if kind == "medium-expert"
@@ -420,14 +462,14 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
                         else "stochastic"}
 
     def ensure_run() -> Path:
-        rd = Path(run_dir) if run_dir else default_run_dir(env, seed)
+        rd = Path(spec.run_dir) if spec.run_dir else default_run_dir(env, seed)
         if not (rd / "policy").exists() or not (rd / "replay.npz").exists():
             print(f"no SAC run in {rd}: training one (target return {ref_max / 3:.1f})",
                   flush=True)
-            train_policy(env, seed, rd, target_return=ref_max * MEDIUM_FRACTION,
-                         max_steps=sac_max_steps, start_steps=sac_start_steps,
-                         command=command + "  [SAC run started by this command]",
-                         progress=progress)
+            train_policy(env, rd, SACTrainConfig(
+                seed=seed, max_steps=spec.sac_max_steps, target_return=ref_max * MEDIUM_FRACTION,
+                start_steps=spec.sac_start_steps),
+                command=command + "  [SAC run started by this command]", progress=progress)
         return rd
 
     def behaviour():
@@ -483,9 +525,9 @@ def create_dataset(env: str, kind: str, *, steps: int, seed: int, policy: str | 
         f"{ref_max}; ref_min_score = measured uniform-random return."
     )
     t1 = time.time()
-    path = write_minari(ds_id, episodes, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
-                        description=description, extra={"s4dm_provenance": provenance},
-                        root=root, obs_dtype=obs_dtype, ref_episodes=ref_episodes)
+    path = write_minari(ds_id, episodes, env_id,
+                        MinariMeta(ref_min, ref_max, description, {"s4dm_provenance": provenance},
+                                   ref_episodes), root=root, obs_dtype=spec.obs_dtype)
     summary = {"dataset_id": ds_id, "path": str(path), **stats,
                "ref_min_score": ref_min, "ref_max_score": ref_max,
                "normalized_mean": 100 * (stats["return_mean"] - ref_min) / (ref_max - ref_min),
@@ -587,17 +629,11 @@ def run_command(a: argparse.Namespace, command: str) -> dict | Path:
                 ENVS[a.env][1] * MEDIUM_FRACTION)
             max_steps = a.max_steps
         out = a.out or default_run_dir(a.env, a.seed)
-        return train_policy(a.env, a.seed, out, target_return=target, max_steps=max_steps,
-                            start_steps=a.start_steps, update_every=a.update_every,
-                            eval_every=a.eval_every, eval_episodes=a.eval_episodes,
-                            command=command, progress=not a.no_progress)
-    return create_dataset(
-        a.env, a.dataset, steps=a.steps, seed=a.seed, policy=a.policy,
-        expert_policy=a.expert_policy, replay=a.replay, run_dir=a.run_dir, root=a.root,
-        name=a.name, version=a.version, deterministic=a.deterministic,
-        ref_episodes=a.ref_episodes, sac_max_steps=a.sac_max_steps,
-        sac_start_steps=a.sac_start_steps, obs_dtype=a.obs_dtype, command=command,
-        progress=not a.no_progress)
+        run = SACTrainConfig(seed=a.seed, max_steps=max_steps, target_return=target,
+                             start_steps=a.start_steps, update_every=a.update_every,
+                             eval_every=a.eval_every, eval_episodes=a.eval_episodes)
+        return train_policy(a.env, out, run, command=command, progress=not a.no_progress)
+    return create_dataset(DatasetSpec.from_args(a), command=command, progress=not a.no_progress)
 
 
 def main(argv: list[str] | None = None) -> dict | Path:

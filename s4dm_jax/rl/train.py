@@ -132,44 +132,61 @@ def _collect_chunk(envs, obs: np.ndarray, policy: Policy, rng: np.random.Generat
     return chunk, obs, ep_ret, ended
 
 
-def train_sac(
-    env_id: str,
-    *,
-    seed: int = 0,
-    max_steps: int = 1_000_000,
-    target_return: float | None = None,
-    start_steps: int = 5_000,
-    update_every: int = 50,
-    eval_every: int = 5_000,
-    eval_episodes: int = 10,
-    num_envs: int = 1,
-    updates_per_step: float = 1.0,
-    config: SACConfig | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = print,
-) -> TrainResult:
-    """Train SAC until the stochastic-policy eval return >= target_return or max_steps.
+@dataclasses.dataclass(frozen=True)
+class SACTrainConfig:
+    """How ``train_sac`` runs: its budget, schedule, evaluation and the agent's hyperparameters.
 
     Steps are environment transitions summed over the ``num_envs`` parallel copies. Actions are
     uniform random while fewer than ``start_steps`` transitions have been collected; every
     ``update_every`` vector steps (``update_every * num_envs`` transitions) the new transitions
     join the replay and, once ``start_steps`` are collected, ``updates_per_step`` updates per
     new transition are made. Evaluation (every ``eval_every`` steps after ``start_steps``) uses
-    ``eval_episodes`` episodes of the stochastic policy -- the same mode used to roll out
-    datasets. The replay buffer holds every transition of the run, whole episodes in the order
-    they ended (with one env: collection order), for D4RL "medium-replay".
+    ``eval_episodes`` episodes of the stochastic policy; training stops when their mean return
+    reaches ``target_return`` (None: never) or at ``max_steps``.
     """
-    chunk_size = update_every * num_envs
-    if min(num_envs, update_every, eval_episodes, max_steps) < 1 or updates_per_step < 0:
-        raise ValueError("train_sac: num_envs, update_every, eval_episodes and max_steps must "
-                         "be >= 1 and updates_per_step >= 0")
-    if max_steps % num_envs or abs(round(chunk_size * updates_per_step)
-                                   - chunk_size * updates_per_step) > 1e-9:
-        raise ValueError(
-            f"train_sac: max_steps ({max_steps}) must be a multiple of num_envs ({num_envs}), "
-            f"and update_every * num_envs * updates_per_step ({chunk_size} * {updates_per_step})"
-            " must be a whole number of updates per chunk")
-    config = SACConfig() if config is None else config
+
+    seed: int = 0
+    max_steps: int = 1_000_000
+    target_return: float | None = None
+    start_steps: int = 5_000
+    update_every: int = 50
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    num_envs: int = 1
+    updates_per_step: float = 1.0
+    sac: SACConfig = dataclasses.field(default_factory=SACConfig)
+
+    def __post_init__(self):
+        """ValueError for sizes below 1 or budgets that do not divide (see the messages)."""
+        chunk_size = self.update_every * self.num_envs
+        if (min(self.num_envs, self.update_every, self.eval_episodes, self.max_steps,
+                self.eval_every) < 1 or self.updates_per_step < 0 or self.start_steps < 0):
+            raise ValueError("train_sac: num_envs, update_every, eval_every, eval_episodes and "
+                             "max_steps must be >= 1, start_steps and updates_per_step >= 0")
+        if self.max_steps % self.num_envs or abs(round(chunk_size * self.updates_per_step)
+                                                 - chunk_size * self.updates_per_step) > 1e-9:
+            raise ValueError(
+                f"train_sac: max_steps ({self.max_steps}) must be a multiple of num_envs "
+                f"({self.num_envs}), and update_every * num_envs * updates_per_step "
+                f"({chunk_size} * {self.updates_per_step}) must be a whole number of updates "
+                "per chunk")
+
+
+def train_sac(env_id: str, run: SACTrainConfig | None = None, *, progress: bool = True,
+              log: Callable[[str], None] | None = print) -> TrainResult:
+    """Train SAC on ``env_id`` as ``run`` says (default ``SACTrainConfig()``: the standard
+    recipe) until the stochastic-policy eval return >= run.target_return or run.max_steps.
+
+    Evaluation uses the stochastic policy -- the same mode used to roll out datasets. The
+    replay buffer holds every transition of the run, whole episodes in the order they ended
+    (with one env: collection order), for D4RL "medium-replay". ``log``: a line per evaluation
+    and a summary (None: silent).
+    """
+    run = SACTrainConfig() if run is None else run
+    seed, max_steps, num_envs = run.seed, run.max_steps, run.num_envs
+    start_steps, update_every, eval_every = run.start_steps, run.update_every, run.eval_every
+    eval_episodes, updates_per_step = run.eval_episodes, run.updates_per_step
+    target_return, config = run.target_return, run.sac
     t0 = time.perf_counter()
     timings = dict.fromkeys(("setup", "collect", "update", "eval"), 0.0)
     envs = make_vec_env(env_id, num_envs)

@@ -60,9 +60,9 @@ def test_writing_a_dataset_leaves_the_working_directory_alone(tmp_path, monkeypa
                "rewards": rng.normal(size=4), "terminations": np.zeros(4, bool),
                "truncations": np.array([False, False, False, True])}
     with caplog.at_level(logging.WARNING, logger=envs_make.__name__):
-        collect.write_minari("test/halfcheetah/tiny-v0", [episode], ENV_ID, ref_min_score=0.0,
-                             ref_max_score=1.0, description="tiny", extra={},
-                             root=tmp_path / "store", ref_episodes=1)
+        collect.write_minari("test/halfcheetah/tiny-v0", [episode], ENV_ID,
+                             collect.MinariMeta(0.0, 1.0, "tiny", {}, ref_episodes=1),
+                             root=tmp_path / "store")
     assert list(cwd.iterdir()) == []
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
     assert load_dataset("test/halfcheetah/tiny-v0").num_steps == 4

@@ -1,6 +1,8 @@
 """Tests of the fast SAC loop (s4dm_jax.rl.train / buffer): vectorised collection, episode-
 ordered replay, on-device replay sampling inside the jitted update, batched evaluation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,7 @@ from s4dm_jax.rl.buffer import (  # noqa: E402
     replay_sample,
 )
 from s4dm_jax.rl.train import (  # noqa: E402
+    SACTrainConfig,
     _collect_chunk,
     evaluate_policy,
     make_env,
@@ -196,15 +199,18 @@ def test_evaluate_policy_runs_episodes_side_by_side(policy):
         evaluate_policy(policy, ENV, 3, seed=0, envs=make_vector_env(ENV, 1))
 
 
-TINY = {"max_steps": 240, "start_steps": 120, "update_every": 20, "eval_every": 120,
-        "eval_episodes": 1, "progress": False, "log": None,
-        "config": SACConfig(hidden=(16, 16), batch_size=16)}
+TINY = SACTrainConfig(max_steps=240, start_steps=120, update_every=20, eval_every=120,
+                      eval_episodes=1, sac=SACConfig(hidden=(16, 16), batch_size=16))
+
+
+def _tiny(**changes):
+    return dataclasses.replace(TINY, **changes)
 
 
 @pytest.mark.parametrize("num_envs, updates_per_step", [(1, 1.0), (2, 0.5)])
 def test_train_sac_keeps_episodes_intact_and_is_reproducible(num_envs, updates_per_step):
-    runs = [train_sac(ENV, seed=3, num_envs=num_envs, updates_per_step=updates_per_step, **TINY)
-            for _ in range(2)]
+    run = _tiny(seed=3, num_envs=num_envs, updates_per_step=updates_per_step)
+    runs = [train_sac(ENV, run, progress=False, log=None) for _ in range(2)]
     res = runs[0]
     arr = res.buffer.arrays(close_last=False)
     assert res.env_steps == res.buffer.size == 240
@@ -232,6 +238,8 @@ def test_train_sac_keeps_episodes_intact_and_is_reproducible(num_envs, updates_p
 
 def test_train_sac_rejects_budgets_that_do_not_divide():
     with pytest.raises(ValueError, match="multiple of num_envs"):
-        train_sac(ENV, num_envs=3, **{**TINY, "max_steps": 100})
+        _tiny(num_envs=3, max_steps=100)
     with pytest.raises(ValueError, match="whole number of updates"):
-        train_sac(ENV, updates_per_step=0.3, **{**TINY, "update_every": 5})
+        _tiny(updates_per_step=0.3, update_every=5)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        _tiny(eval_episodes=0)

@@ -22,7 +22,7 @@ from s4dm_jax.nn.transformer import (
 # Leaf names of the S4 SSM parameters (see S4Layer). Mamba's A_log / dt_proj are not included:
 # Mamba trains them with the main learning rate, as the reference Mamba code does.
 SSM_PARAM_NAMES = frozenset(
-    {"Lambda_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im", "log_dt"})
+    {"log_neg_Lambda_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im", "log_dt"})
 
 
 def _leaf_name(path) -> str:

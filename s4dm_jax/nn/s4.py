@@ -14,17 +14,20 @@ Kernel modes (`S4Config.mode`):
     kernel length L = `l_max` directly (parameters C_tilde_re/_im), so the training forward
     pass has no sequential work: kernel generation is vectorised over channels. `setup_step`
     converts C~ to C once (dense, O(N^3 log L) per channel). A "legs" init is the HiPPO-LegS
-    system exactly; "legt", "lagt" and "fout" have Re(Lambda) = 0 and are HiPPO's A minus
-    1e-4 I (the Re(Lambda) <= -1e-4 clamp, as in the official code; fout needs it, see
+    system exactly; "legt", "lagt" and "fout" have Re(Lambda) = 0 and start as HiPPO's A minus
+    1e-4 I (the init clamp Re(Lambda) <= -1e-4 of the official code; fout needs it, see
     hippo.nplr).
   * "diag" (S4D): A = diag(Lambda), kernel by Vandermonde ("zoh" or "bilinear"), C trained as C
     (parameters C_re/_im); 2 Re of the M-mode system is exact here.
 
-Parameters (complex values as real pairs): Lambda_re/_im [n_ssm, M], P_re/_im [n_ssm, r, M]
-(dplr only), B_re/_im [n_ssm, M], C_tilde_re/_im (dplr) or C_re/_im (diag) [H, M], D [H],
-log_dt [H]. `n_ssm` copies of (Lambda, P, B) are shared by the H channels (1: tied, the
-official `n_ssm=1`; H: independent); C, D and dt are per channel. Re(Lambda) is clamped to
-<= -1e-4 when used. `ssm_param_mask` selects Lambda, P, B and log_dt.
+Parameters (complex values as real pairs): log_neg_Lambda_re and Lambda_im [n_ssm, M], P_re/_im
+[n_ssm, r, M] (dplr only), B_re/_im [n_ssm, M], C_tilde_re/_im (dplr) or C_re/_im (diag) [H, M],
+D [H], log_dt [H]. `n_ssm` copies of (Lambda, P, B) are shared by the H channels (1: tied, the
+official `n_ssm=1`; H: independent); C, D and dt are per channel. The real part is stored as
+its log: Re(Lambda) = -exp(log_neg_Lambda_re), always < 0 and always with gradient (the
+official S4's `real_transform="exp"`, state-spaces/s4 models/s4/s4.py `inv_transform` /
+`param_transform`: initialised as log(max(-Re Lambda, 1e-4))). `ssm_param_mask` selects
+Lambda, P, B and log_dt.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from s4dm_jax.ssm import conv, discretize, hippo, kernels, recurrence
 
 MEASURES = hippo.MEASURES
 INITS = MEASURES + ("diag-lin", "diag-inv")
-MAX_RE_LAMBDA = -1e-4
+MAX_RE_LAMBDA = -1e-4  # initial Re(Lambda) is clamped to <= this (official S4's inv_transform)
+OLD_LAMBDA_RE = "Lambda_re"  # the parameter name before Re(Lambda) was stored as its log
 STEP_COLLECTION = "step"  # variable collection holding what `setup_step` precomputes
 
 
@@ -160,7 +164,14 @@ class S4Layer(nn.Module):
             raise ValueError(f"l_max={self.l_max} must be >= 1")
         lam, p, b = ssm_init_arrays(cfg.init, cfg.d_state, cfg.mode)
         m, s = lam.shape[0], cfg.n_ssm
-        self.Lambda_re = self.param("Lambda_re", _const_init(lam.real), (s, m))
+        if self.has_variable("params", OLD_LAMBDA_RE):
+            raise ValueError(
+                f"these parameters store Re(Lambda) as '{OLD_LAMBDA_RE}' (a clamped real part, "
+                "from a version before Re(Lambda) = -exp(log_neg_Lambda_re)); they cannot be "
+                "used by this S4Layer: retrain, or convert with log_neg_Lambda_re = "
+                f"log(-min({OLD_LAMBDA_RE}, {MAX_RE_LAMBDA}))")
+        self.log_neg_Lambda_re = self.param(
+            "log_neg_Lambda_re", _const_init(np.log(-np.minimum(lam.real, MAX_RE_LAMBDA))), (s, m))
         self.Lambda_im = self.param("Lambda_im", _const_init(lam.imag), (s, m))
         if p is not None:
             self.P_re = self.param("P_re", _const_init(p.real), (s, *p.shape))
@@ -189,7 +200,7 @@ class S4Layer(nn.Module):
         def f32(x):  # the SSM is computed in (at least) float32, also under mixed precision
             return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
-        lam = jax.lax.complex(jnp.minimum(f32(self.Lambda_re), MAX_RE_LAMBDA), f32(self.Lambda_im))
+        lam = jax.lax.complex(-jnp.exp(f32(self.log_neg_Lambda_re)), f32(self.Lambda_im))
         b = jax.lax.complex(f32(self.B_re), f32(self.B_im))
         p = (jax.lax.complex(f32(self.P_re), f32(self.P_im)) if self.ssm.mode == "dplr"
              else None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from s4dm_jax.nn import S4Block, S4Config, S4Layer, S4Stack, ssm_param_mask
-from s4dm_jax.nn.s4 import MAX_RE_LAMBDA, STEP_COLLECTION
+from s4dm_jax.nn.s4 import MAX_RE_LAMBDA, OLD_LAMBDA_RE, STEP_COLLECTION
 from s4dm_jax.ssm import hippo
 
 H, N, L, B = 4, 16, 24, 2
@@ -42,7 +42,7 @@ def _np_system(params, mode, disc, h, l_max):
     2M-state system for dplr (C solved from the trained C~: (I - Ab^l_max)^T C = C~), the
     M-mode diagonal system (output 2 Re) for diag. Returns (Ab, Bb, C, real_output)."""
     p = params["params"]
-    lam_re = np.minimum(np.asarray(p["Lambda_re"], np.float64), MAX_RE_LAMBDA)
+    lam_re = -np.exp(np.asarray(p["log_neg_Lambda_re"], np.float64))
     lam_all = lam_re + 1j * np.asarray(p["Lambda_im"], np.float64)
     n_ssm = lam_all.shape[0]
     s = h // (H // n_ssm)
@@ -161,8 +161,8 @@ def test_one_channel_layer_is_the_hippo_system(measure, x64):
         params = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, length, 1), dtype))
         p = dict(params["params"])
         # the init values in full precision (Flax initialises parameters in float32)
-        p.update(Lambda_re=lam.real[None], Lambda_im=lam.imag[None], P_re=P.real[None],
-                 P_im=P.imag[None], B_re=Bt.real[None], B_im=Bt.imag[None])
+        p.update(log_neg_Lambda_re=np.log(-lam.real)[None], Lambda_im=lam.imag[None],
+                 P_re=P.real[None], P_im=P.imag[None], B_re=Bt.real[None], B_im=Bt.imag[None])
         p.update(C_tilde_re=jnp.asarray(ct.real[None], dtype),
                  C_tilde_im=jnp.asarray(ct.imag[None], dtype),
                  D=jnp.zeros((1,), dtype), log_dt=jnp.full((1,), np.log(dt), dtype))
@@ -178,16 +178,16 @@ def test_one_channel_layer_is_the_hippo_system(measure, x64):
     assert np.abs(y_step - y_ref).max() <= tol * scale
 
 
-def test_s4layer_independent_ssms_and_re_lambda_clip():
+def test_s4layer_independent_ssms_and_re_lambda_log():
     layer = _layer("dplr", "legs", "bilinear", n_ssm=H)
     params = _init(layer)
     p = params["params"]
-    assert p["Lambda_re"].shape == (H, N // 2) and p["P_re"].shape == (H, 1, N // 2)
-    # make the SSMs differ and push one Re(Lambda) above the clip
+    assert p["log_neg_Lambda_re"].shape == (H, N // 2) and p["P_re"].shape == (H, 1, N // 2)
+    # make the SSMs differ, one Re(Lambda) much more damped and one much slower (-exp(-9))
     key = jax.random.PRNGKey(3)
     p = dict(p)
     p["Lambda_im"] = p["Lambda_im"] * (1 + 0.1 * jax.random.normal(key, p["Lambda_im"].shape))
-    p["Lambda_re"] = p["Lambda_re"].at[1, 0].set(0.3)
+    p["log_neg_Lambda_re"] = p["log_neg_Lambda_re"].at[1, 0].set(1.2).at[2, 3].set(-9.0)
     params = {"params": p}
     k = np.asarray(layer.apply(params, L, method=layer.kernel))
     k_ref = reference_kernel(params, "dplr", "bilinear", L)
@@ -221,13 +221,17 @@ def test_s4layer_step_without_setup_is_refused():
 def test_s4layer_init_values():
     layer = _layer("diag", "diag-lin", "zoh")
     p = _init(layer)["params"]
-    np.testing.assert_allclose(p["Lambda_re"][0], -0.5)
+    np.testing.assert_allclose(-np.exp(p["log_neg_Lambda_re"][0]), -0.5, rtol=1e-6)
     np.testing.assert_allclose(p["Lambda_im"][0], -np.pi * np.arange(N // 2), rtol=1e-6)
     np.testing.assert_allclose(p["B_re"][0], 1.0)
     dt = np.exp(np.asarray(p["log_dt"]))
     assert ((dt >= 1e-3) & (dt <= 1e-1)).all()
     legs = _init(_layer("dplr", "legs", "bilinear"))["params"]
-    np.testing.assert_allclose(legs["Lambda_re"], -0.5, atol=1e-6)  # LegS NPLR: Re = -1/2
+    np.testing.assert_allclose(-np.exp(legs["log_neg_Lambda_re"]), -0.5, atol=1e-6)  # LegS
+    # legt / lagt / fout: Re(Lambda) = 0 starts at the official init clamp -1e-4
+    for measure in ("legt", "lagt", "fout"):
+        q = _init(_layer("dplr", measure, "bilinear"))["params"]
+        np.testing.assert_allclose(q["log_neg_Lambda_re"], np.log(1e-4), rtol=1e-6)
     np.testing.assert_allclose(legs["B_im"], 0.0, atol=1e-6)  # phase convention: B~ real
     lam, _, b, _ = hippo.nplr("legs", N)
     np.testing.assert_allclose(legs["Lambda_im"][0], lam.imag, rtol=1e-6)
@@ -325,7 +329,46 @@ def test_ssm_param_mask_selects_exactly_the_ssm_leaves():
     flagged = {"/".join(str(k.key) for k in path)
                for path, v in jax.tree_util.tree_leaves_with_path(mask) if v}
     assert flagged == {f"params/s4/{n}" for n in
-                       ("Lambda_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im", "log_dt")}
+                       ("log_neg_Lambda_re", "Lambda_im", "P_re", "P_im", "B_re", "B_im", "log_dt")}
     assert jax.tree_util.tree_structure(mask) == jax.tree_util.tree_structure(params)
     # also works on the inner params dict
     assert sum(jax.tree_util.tree_leaves(ssm_param_mask(params["params"]))) == 7
+
+
+@pytest.mark.parametrize("mode,init,disc", CONFIGS + [("dplr", "lagt", "bilinear"),
+                                                     ("dplr", "diag-lin", "bilinear")])
+def test_every_real_part_receives_gradient(mode, init, disc):
+    """Re(Lambda) = -exp(log_neg_Lambda_re) has gradient for every mode, also for the legt /
+    lagt / fout inits that start at Re(Lambda) = -1e-4, where the former clamp
+    min(Re, -1e-4) had none. The gradient equals the chain rule through Re(Lambda): a finite
+    difference in float64 of the loss in log_neg_Lambda_re (central, step 1e-3: measured
+    relative error <= 2e-4; a step of 1e-6 is noise-bound for the fout modes)."""
+    layer = _layer(mode, init, disc, n_ssm=2)
+    with jax.enable_x64(True):
+        params = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, L, H), jnp.float64))
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+        u = jax.random.normal(jax.random.PRNGKey(1), (B, L, H), jnp.float64)
+
+        def loss(log_re):
+            p = {"params": {**params["params"], "log_neg_Lambda_re": log_re}}
+            return jnp.sum(layer.apply(p, u) ** 2)
+
+        x0 = params["params"]["log_neg_Lambda_re"]
+        g = np.asarray(jax.grad(loss)(x0))
+        assert g.shape == (2, N // 2) and np.all(np.isfinite(g))
+        assert np.all(g != 0), f"modes without gradient: {np.argwhere(g == 0)}"
+        # central differences on three modes
+        for idx in [(0, 0), (1, N // 4), (1, N // 2 - 1)]:
+            e = jnp.zeros_like(x0).at[idx].set(1e-3)
+            fd = (float(loss(x0 + e)) - float(loss(x0 - e))) / 2e-3
+            assert abs(g[idx] - fd) <= 1e-3 * abs(fd)
+
+
+def test_parameters_with_the_old_re_lambda_name_are_refused():
+    """Parameters saved before Re(Lambda) was stored as its log (leaf 'Lambda_re') get a clear
+    error instead of a silently different model."""
+    layer = _layer("dplr", "legs", "bilinear")
+    p = dict(_init(layer)["params"])
+    p[OLD_LAMBDA_RE] = -np.exp(p.pop("log_neg_Lambda_re"))
+    with pytest.raises(ValueError, match="Lambda_re.*retrain"):
+        layer.apply({"params": p}, jnp.zeros((1, L, H)))

@@ -18,6 +18,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from s4dm_jax.envs import tmaze
+
 _LOG = logging.getLogger(__name__)
 _LOGGED_MUJOCO_WARNINGS: set[str] = set()  # messages already logged at WARNING by this process
 
@@ -47,8 +49,9 @@ def validate_env_id(env_id: str, *, explicit: bool, where: str, source: str = ""
     id the user passed (`explicit` True, config.env_id / env_id=) may be `module:Name`; it is
     resolved with gymnasium.spec and must exist.
     """
-    valid = registered_env_ids()
     text = str(env_id)
+    tmaze.ensure_registered(text)  # any corridor length: parsed from a fixed pattern
+    valid = registered_env_ids()
     if explicit:
         try:
             gymnasium.spec(text)

@@ -22,19 +22,16 @@ from s4dm_jax.study import ablations, grid, jobs
 from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
 
 
-def variant_job(model, variant, overrides, env, dataset, protocol_name, results_root, runs_root,
-                cache):
+def variant_job(spec, variant, results_root, runs_root, cache):
     enable_compilation_cache(cache)
-    return grid.outcome(ablations.run_variant(model, variant, overrides, env, dataset,
-                                              grid.PROTOCOLS[protocol_name],
-                                              results_root=results_root, runs_root=runs_root))
+    return grid.outcome(ablations.run_variant(spec, variant, results_root=results_root,
+                                              runs_root=runs_root))
 
 
-def targets_job(model, variant, env, dataset, protocol_name, results_root, runs_root, cache):
+def targets_job(spec, variant, results_root, runs_root, cache):
     enable_compilation_cache(cache)
-    return grid.outcome(ablations.run_targets(model, env, dataset,
-                                              grid.PROTOCOLS[protocol_name], variant=variant,
-                                              results_root=results_root, runs_root=runs_root))
+    return grid.outcome(ablations.run_targets(spec, variant=variant, results_root=results_root,
+                                              runs_root=runs_root))
 
 
 def main(argv=None):
@@ -60,19 +57,24 @@ def main(argv=None):
                 ablations.trained_variant(m, args.variant)
             except ValueError as e:
                 p.error(str(e))
-    common = (args.env, args.dataset, args.protocol, args.results, args.runs,
-              args.compilation_cache)
+    common = (args.results, args.runs, args.compilation_cache)
+    protocol = grid.PROTOCOLS[args.protocol]
+
+    def spec(model, overrides=None):
+        return grid.CellSpec(model, args.env, args.dataset, protocol, "ablations",
+                             overrides or {})
+
     for ablation in args.ablation:
         if ablation == "targets":
             name = f"-{args.variant}" if args.variant else ""
-            todo = [(m, args.variant, *common) for m in args.models]
+            todo = [(spec(m), args.variant, *common) for m in args.models]
             labels = [f"{m}{name}-targets" for m in args.models]
             statuses = jobs.run_jobs(targets_job, todo, executor=args.executor,
                                      folder=f"{args.runs}/jobs/ablations", labels=labels)
         else:
-            todo = [(m, v, o, *common) for m, v, o in ablations.variants(ablation)
+            todo = [(spec(m, o), v, *common) for m, v, o in ablations.variants(ablation)
                     if m in args.models]
-            labels = [f"{t[0]}-{t[1]}" for t in todo]
+            labels = [f"{t[0].model}-{t[1]}" for t in todo]
             statuses = jobs.run_jobs(variant_job, todo, executor=args.executor,
                                      folder=f"{args.runs}/jobs/ablations", labels=labels)
         for label, status in zip(labels, statuses, strict=True):

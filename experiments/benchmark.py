@@ -7,7 +7,9 @@
     python experiments/benchmark.py --protocol quick --generate-missing   # make datasets first
 
 Each finished cell writes results/benchmark/<protocol>/<env>-<dataset>/<model>.json (commit it)
-and is skipped by later runs; a killed cell resumes from runs/benchmark/.../<model>/ (orbax).
+and is skipped by later runs; a run with --set writes <model>-set-<hash>.json instead (never the
+protocol's cell; the report lists it under "Excluded"); a killed cell resumes from
+runs/benchmark/.../<model>/ (orbax).
 A cell whose dataset is missing writes <model>.missing.json with the command that creates it.
 Then `python experiments/report.py` turns the results into tables and figures.
 The logic lives in s4dm_jax.study (grid, jobs), so tests and the notebook run the same code.
@@ -24,12 +26,22 @@ from s4dm_jax.study import grid, jobs
 from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
 
 
+def override_name(model: str, overrides: dict) -> str | None:
+    """The variant name of a run with --set overrides, `<model>-set-<hash of the overrides>`
+    (None without overrides): such a run never writes the protocol's canonical cell."""
+    if not overrides:
+        return None
+    return f"{model}-set-{grid.config_hash(overrides)[:8]}"
+
+
 def cell_job(model, env, dataset, protocol_name, results_root, runs_root, overrides, cache):
-    """One cell (runs in the submitit job's process)."""
+    """One cell (runs in the submitit job's process); with overrides, under its own variant
+    name (override_name)."""
     enable_compilation_cache(cache)
-    summary = grid.run_cell(model, env, dataset, grid.PROTOCOLS[protocol_name],
-                            results_root=results_root, runs_root=runs_root,
-                            overrides=overrides, show_progress=True)
+    spec = grid.CellSpec(model, env, dataset, grid.PROTOCOLS[protocol_name],
+                         overrides=overrides, name=override_name(model, overrides))
+    summary = grid.run_cell(spec, results_root=results_root, runs_root=runs_root,
+                            show_progress=True)
     return grid.outcome(summary)
 
 
@@ -43,7 +55,8 @@ def main(argv=None):
                    help="dataset kinds, e.g. medium medium-replay medium-expert")
     p.add_argument("--models", nargs="+", choices=grid.MODELS, default=list(grid.MODELS))
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="config overrides for every cell, e.g. num_steps=4 eval.episodes=1")
+                   help="config overrides for every cell, e.g. num_steps=4 eval.episodes=1 "
+                   "(written as <model>-set-<hash>.json, not as the protocol's cell)")
     p.add_argument("--results", default="results", help="results root (small JSON, commit)")
     p.add_argument("--runs", default="runs", help="workdirs root (checkpoints; not committed)")
     p.add_argument("--executor", choices=jobs.EXECUTORS, default="local")

@@ -4,12 +4,14 @@
     python experiments/report.py --protocol quick --out reports/quick --reps 50000
     python experiments/report.py --study ablations --protocol quick   # results/ablations/quick
 
-Writes <out>/report.md (per-cell table with IQM and 95% stratified-bootstrap CIs, aggregate IQM
-and P(S4DM > baseline) at each of the protocol's target returns, inference latency),
+Writes <out>/report.md (cells validated against the protocol, the others listed as excluded;
+per-cell table with IQM and 95% stratified-bootstrap CIs whose runs are seeds, last / best
+score, collapsed seeds, transitions per step, tuned on; aggregate IQM, mean, optimality gap and
+P(S4DM > baseline) at each of the protocol's target returns; the in-data target; latency),
 aggregate.png, aggregate_poi.png, aggregate_target2.png, curves.png, score_vs_params.png,
 latency.png (from <results>/benchmarks/benchmark_inference.json, when present); for the
 ablations: report.md (variants beside their grid cells, return conditioning), targets.png.
-The bootstrap is seeded: the same results give the same report.
+Every interval has its own generator seeded by its key: the same results give the same report.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def main(argv=None):
     p.add_argument("--study", default="benchmark")
     p.add_argument("--protocol", default="quick")
     p.add_argument("--out", default=None, help="default: <results>/<study>/<protocol>/report")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (rliable)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (study.stats)")
     args = p.parse_args(argv)
     out = args.out or f"{args.results}/{args.study}/{args.protocol}/report"
     print(report.write_report(args.results, out, args.study, args.protocol, args.reps))

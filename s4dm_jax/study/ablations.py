@@ -23,6 +23,7 @@ Each trained variant is a cell `results/ablations/<protocol>/<env>-<dataset>/<mo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -100,15 +101,16 @@ def trained_cell(model: str, variant: str | None, overrides: dict, env: str, dat
     return "ablations", f"{model}-{variant}"
 
 
-def run_variant(model: str, variant: str, overrides: dict, env: str, dataset: str,
-                protocol: grid.Protocol, *, results_root="results", runs_root="runs",
-                show_progress=True) -> dict:
-    """One trained ablation cell (a grid cell under study "ablations", named model-variant), or
-    the benchmark grid's own cell when the variant is the preset (see trained_cell)."""
-    study, name = trained_cell(model, variant, overrides, env, dataset, protocol)
-    return grid.run_cell(model, env, dataset, protocol, results_root=results_root,
-                         runs_root=runs_root, study=study, overrides=overrides,
-                         show_progress=show_progress, name=name)
+def run_variant(spec: grid.CellSpec, variant: str, *, results_root="results",
+                runs_root="runs", show_progress=True) -> dict:
+    """One trained ablation cell: `spec` (model, data, protocol and the variant's overrides)
+    under study "ablations", named model-variant, or the benchmark grid's own cell when the
+    variant is the preset (see trained_cell)."""
+    study, name = trained_cell(spec.model, variant, spec.overrides, spec.env, spec.dataset,
+                               spec.protocol)
+    return grid.run_cell(dataclasses.replace(spec, study=study, name=name),
+                         results_root=results_root, runs_root=runs_root,
+                         show_progress=show_progress)
 
 
 def trained_variant(model: str, variant: str) -> tuple[str, dict]:
@@ -122,33 +124,60 @@ def trained_variant(model: str, variant: str) -> tuple[str, dict]:
     return table[(model, variant)]
 
 
-def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
-                variant: str | None = None, targets=None, results_root="results",
-                runs_root="runs", show_progress=True) -> dict:
+def _targets_stale(stored: dict, targets: list, trained: dict | None) -> str | None:
+    """Why a stored targets file may not be reused: other targets, no record of the trained
+    cell it evaluated (an older file), or that cell has changed since."""
+    if [float(t) for t in stored.get("targets", [])] != [float(t) for t in targets]:
+        return f"it was evaluated at other targets ({stored.get('targets')})"
+    if "cell_config_hash" not in stored:
+        return "it records no config hash of the trained cell it evaluated (an older file)"
+    if trained is None or stored["cell_config_hash"] != grid.config_hash(trained["config"]):
+        return "the trained cell it evaluated has changed since (config hash)"
+    if grid.data_changes(stored.get("dataset_provenance", {}),
+                         trained.get("dataset_provenance", {})):
+        return "the trained cell's data differ from the file's"
+    return None
+
+
+def run_targets(spec: grid.CellSpec, *, variant: str | None = None, targets=None,
+                results_root="results", runs_root="runs", show_progress=True) -> dict:
     """Evaluate a trained cell's checkpoint at every target return of TARGET_SWEEP[env]
-    (evaluation only): the grid cell, or with `variant` the ablation cell `<model>-<variant>`
-    (which must have been trained). Writes <model>[-<variant>]-targets.json; the evaluation's
-    own records go to the runs directory of that name, so the trained cell's are unchanged."""
+    (evaluation only): the grid cell of `spec` (model, data, protocol), or with `variant` the
+    ablation cell `<model>-<variant>` (which must have been trained). Writes
+    <model>[-<variant>]-targets.json with the trained cell's config hash and data provenance,
+    and reuses such a file only when both still match (else it is reported stale and left
+    untouched); the evaluation's own records go to the runs directory of that name, so the
+    trained cell's are unchanged."""
+    model, env, dataset, protocol = spec.model, spec.env, spec.dataset, spec.protocol
     name = f"{model}-{variant}-targets" if variant else f"{model}-targets"
     path, records_dir = grid.cell_paths(results_root, runs_root, "ablations", protocol.name,
                                         env, dataset, name)
-    if os.path.exists(path):
-        with open(path) as fh:
-            return json.load(fh)
     ablation, overrides = trained_variant(model, variant) if variant else (None, {})
     study, cell = trained_cell(model, variant, overrides, env, dataset, protocol)
-    _, workdir = grid.cell_paths(results_root, runs_root, study, protocol.name, env, dataset,
-                                 cell)
+    trained_path, workdir = grid.cell_paths(results_root, runs_root, study, protocol.name, env,
+                                            dataset, cell)
+    trained = None
+    if os.path.exists(trained_path):
+        with open(trained_path) as fh:
+            trained = json.load(fh)
+    targets = list(targets or TARGET_SWEEP[env])
+    if os.path.exists(path):
+        with open(path) as fh:
+            stored = json.load(fh)
+        reason = _targets_stale(stored, targets, trained)
+        if reason is None:
+            return stored
+        return {"status": "stale", "reason": f"{path} is kept, not reused: {reason}; move it "
+                "away to evaluate again"}
     if study == "ablations":
         command = (f"python experiments/ablations.py --ablation {ablation} "
                    f"--env {env} --dataset {dataset} --protocol {protocol.name}")
     else:
         command = (f"python experiments/benchmark.py --envs {env} --datasets {dataset} "
                    f"--models {model} --protocol {protocol.name}")
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if trained is None or not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return {"status": "missing", "reason": f"no trained cell in {workdir}: train it first "
                 f"({command})"}
-    targets = list(targets or TARGET_SWEEP[env])
     config = grid.cell_config(model, env, dataset, protocol,
                               {**overrides, "eval.target_returns": targets})
     results = train_and_evaluate(config, workdir, show_progress=show_progress,
@@ -159,8 +188,10 @@ def run_targets(model: str, env: str, dataset: str, protocol: grid.Protocol, *,
                "achieved_mean": [e["mean_return"] for e in results["eval"]],
                "achieved_per_seed": [e["mean_return_per_seed"] for e in results["eval"]],
                "normalized_mean": [e.get("normalized_score") for e in results["eval"]],
-               "trained_steps": results["trained_steps"], "machine": machine_record(),
-               "git_commit": git_commit(),
+               "trained_steps": results["trained_steps"],
+               "cell_config_hash": grid.config_hash(trained["config"]),
+               "dataset_provenance": trained.get("dataset_provenance", {}),
+               "machine": machine_record(), "git_commit": git_commit(),
                "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     grid.write_json(path, summary)
     return summary

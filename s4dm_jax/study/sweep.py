@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from s4dm_jax.study import grid, report
+from s4dm_jax.study import cells, grid
 
 # The seed reports its best point at lr 6.1e-4, N = 256, 16 layers.
 DEFAULT_AXES = {"learning_rate": (2e-4, 6.1e-4, 2e-3), "d_state": (64, 128, 256),
@@ -45,10 +45,13 @@ def jobs(axes: dict | None = None) -> list[tuple[str, dict]]:
 
 def run_job(name: str, overrides: dict, env: str, dataset: str, protocol: grid.Protocol, *,
             results_root="results", runs_root="runs", show_progress=True) -> dict:
-    """One sweep job (an S4DM grid cell under study "sweep")."""
-    return grid.run_cell("s4dm", env, dataset, protocol, results_root=results_root,
-                         runs_root=runs_root, study="sweep", overrides=overrides,
-                         show_progress=show_progress, name=name)
+    """One sweep job (an S4DM grid cell under study "sweep"), trained and evaluated from
+    seed grid.SWEEP_SEED on, whatever the protocol: the grid's training and evaluation seeds
+    are never used to select settings."""
+    spec = grid.CellSpec("s4dm", env, dataset, protocol, "sweep",
+                         {**overrides, "seed": grid.SWEEP_SEED}, name)
+    return grid.run_cell(spec, results_root=results_root, runs_root=runs_root,
+                         show_progress=show_progress)
 
 
 def rows(results_root: str, protocol: str) -> list[dict]:
@@ -58,11 +61,11 @@ def rows(results_root: str, protocol: str) -> list[dict]:
     summary ranks by and the heat maps show."""
     out = []
     dt_params = functools.cache(lambda env, dataset: grid.preset_param_count("dt", env, dataset))
-    for cell in report.load_cells(results_root, "sweep", protocol):
+    for cell in cells.load_cells(results_root, "sweep", protocol):
         if cell.get("status") != "finished":
             continue
         cfg, res = cell["config"]["model"], cell["results"]
-        per_target = [report.episode_scores(cell, t) for t in range(len(res["eval"]))]
+        per_target = [cells.episode_scores(cell, t) for t in range(len(res["eval"]))]
         for i, trial in enumerate(res["trials"]):
             out.append({"env": cell["env"], "dataset": cell["dataset"],
                         "d_state": cfg["ssm"]["d_state"], "n_layers": cfg["n_layers"],

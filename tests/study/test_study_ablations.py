@@ -51,8 +51,8 @@ def test_tiny_delayed_variant_is_written_under_ablations(tmp_path):
     over = {"delayed_reward": True, "dataset": "embedded", "steps_per_call": 2, "batch_size": 8,
             "eval.max_episode_steps": 10, "eval.target_returns": [1800.0],
             "model.hidden_dims": (16, 16), "eval.every": 1}
-    out = ablations.run_variant("bc", "delayed", over, "hopper", "medium", tiny,
-                                results_root=str(tmp_path / "res"),
+    out = ablations.run_variant(grid.CellSpec("bc", "hopper", "medium", tiny, overrides=over),
+                                "delayed", results_root=str(tmp_path / "res"),
                                 runs_root=str(tmp_path / "runs"), show_progress=False)
     assert out["status"] == "finished"
     path = tmp_path / "res" / "ablations" / "tiny" / "hopper-medium" / "bc-delayed.json"
@@ -93,20 +93,20 @@ def test_targets_of_a_trained_variant_leave_its_records_alone(tmp_path):
     tiny = grid.Protocol("tiny", num_steps=2, warmup_steps=1, eval_episodes=3, seeds=1,
                          description="test", model_overrides={"bc": tiny_bc})
     roots = {"results_root": str(tmp_path / "res"), "runs_root": str(tmp_path / "runs")}
-    missing = ablations.run_targets("bc", "hopper", "medium", tiny, variant="delayed",
-                                    show_progress=False, **roots)
+    spec = grid.CellSpec("bc", "hopper", "medium", tiny)
+    missing = ablations.run_targets(spec, variant="delayed", show_progress=False, **roots)
     assert missing["status"] == "missing"
     assert "--ablation delayed --env hopper --dataset medium --protocol tiny" in missing["reason"]
     with pytest.raises(ValueError, match="no trained ablation variant 'K5'; choose from delayed"):
-        ablations.run_targets("bc", "hopper", "medium", tiny, variant="K5", **roots)
+        ablations.run_targets(spec, variant="K5", **roots)
 
-    cell = ablations.run_variant("bc", "delayed", {"delayed_reward": True}, "hopper", "medium",
-                                 tiny, show_progress=False, **roots)
+    cell = ablations.run_variant(grid.CellSpec("bc", "hopper", "medium", tiny, overrides={
+        "delayed_reward": True}), "delayed", show_progress=False, **roots)
     assert cell["status"] == "finished"
     trained = tmp_path / "runs" / "ablations" / "tiny" / "hopper-medium" / "bc-delayed"
     before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
-    out = ablations.run_targets("bc", "hopper", "medium", tiny, variant="delayed",
-                                targets=[1800.0, 3000.0], show_progress=False, **roots)
+    out = ablations.run_targets(spec, variant="delayed", targets=[1800.0, 3000.0],
+                                show_progress=False, **roots)
     assert out["status"] == "finished" and out["targets"] == [1800.0, 3000.0]
     assert (out["variant"], out["overrides"], out["trained_steps"]) == (
         "delayed", {"delayed_reward": True}, 2)
@@ -121,6 +121,16 @@ def test_targets_of_a_trained_variant_leave_its_records_alone(tmp_path):
     assert {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()} == before
     records = json.loads((trained.parent / "bc-delayed-targets" / "results.json").read_text())
     assert records["config"]["eval"]["target_returns"] == [1800.0, 3000.0]
+    # the file records the trained cell it evaluated; it is reused only while that matches
+    assert out["cell_config_hash"] == grid.config_hash(cell["config"])
+    assert ablations.run_targets(spec, variant="delayed", targets=[1800.0, 3000.0],
+                                 **roots) == json.loads(stored.read_text())
+    other = ablations.run_targets(spec, variant="delayed", targets=[900.0], **roots)
+    assert other["status"] == "stale" and "other targets" in other["reason"]
+    legacy = {k: v for k, v in out.items() if k != "cell_config_hash"}
+    stored.write_text(json.dumps(legacy))
+    old = ablations.run_targets(spec, variant="delayed", targets=[1800.0, 3000.0], **roots)
+    assert old["status"] == "stale" and "records no config hash" in old["reason"]
 
 
 def test_launcher_refuses_an_unknown_or_misplaced_variant(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 from runner_configs import ROOT
 
-from s4dm_jax.study import grid, jobs
+from s4dm_jax.study import grid, jobs, references
 
 TINY = {"dataset": "embedded", "num_steps": 2, "steps_per_call": 2, "eval.episodes": 1,
         "eval.max_episode_steps": 10, "eval.target_returns": [1800.0], "batch_size": 8,
@@ -31,8 +31,8 @@ def test_cell_config_applies_the_protocol_to_the_preset():
 
 def test_missing_dataset_cell_records_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
-    out = grid.run_cell("bc", "hopper", "medium", PROTO, results_root=str(tmp_path / "res"),
-                        runs_root=str(tmp_path / "runs"))
+    out = grid.run_cell(grid.CellSpec("bc", "hopper", "medium", PROTO),
+                        results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "runs"))
     assert out["status"] == "missing"
     assert "s4dm_jax.data.collect --env hopper --dataset medium" in out["command"]
     path = tmp_path / "res" / "benchmark" / "tiny" / "hopper-medium" / "bc.missing.json"
@@ -43,8 +43,9 @@ def test_missing_dataset_cell_records_the_command(tmp_path, monkeypatch):
 
 def test_finished_cell_is_written_once_and_skipped(tmp_path):
     kw = dict(results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "runs"),
-              overrides=TINY, show_progress=False)
-    out = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+              show_progress=False)
+    spec = grid.CellSpec("bc", "hopper", "medium", PROTO, overrides=TINY)
+    out = grid.run_cell(spec, **kw)
     assert out["status"] == "finished"
     path = tmp_path / "res" / "benchmark" / "tiny" / "hopper-medium" / "bc.json"
     stored = json.loads(path.read_text())
@@ -52,13 +53,17 @@ def test_finished_cell_is_written_once_and_skipped(tmp_path):
     returns = stored["results"]["eval"][0]["returns_per_seed"]
     assert len(returns) == 2 and len(returns[0]) == 1  # seeds x episodes
     assert stored["protocol"]["name"] == "tiny" and stored["config"]["num_steps"] == 2
+    # the record a report validates: protocol, config and its hash, overrides, commit
+    assert stored["config_hash"] == grid.config_hash(stored["config"])
+    assert stored["overrides"] == TINY | {"model.hidden_dims": [16, 16]}
+    assert "git_commit" in stored and "dataset_provenance" in stored
     mtime = os.path.getmtime(path)
-    again = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)  # skipped: nothing rewritten
+    again = grid.run_cell(spec, **kw)  # skipped: nothing rewritten
     assert again == stored and os.path.getmtime(path) == mtime
     # the same cell under another config (e.g. a changed preset) is not passed off as the
     # stored one, and the stored file is kept as it was
-    kw["overrides"] = {**TINY, "optim.learning_rate": 0.5}
-    stale = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+    stale = grid.run_cell(grid.CellSpec("bc", "hopper", "medium", PROTO, overrides={
+        **TINY, "optim.learning_rate": 0.5}), **kw)
     assert stale["status"] == "stale" and "optim.learning_rate: 0.001 -> 0.5" in stale["reason"]
     assert grid.outcome(stale).startswith("stale: ") and grid.outcome(stored) == "finished"
     assert json.loads(path.read_text()) == stored and os.path.getmtime(path) == mtime
@@ -89,11 +94,13 @@ def test_launcher_command_runs_a_tiny_full_protocol_cell(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "hopper-medium bc: finished" in proc.stdout
-    cell = json.loads((tmp_path / "res" / "benchmark" / "full" / "hopper-medium" /
-                       "bc.json").read_text())
+    # an override run (--set) has its own variant file, never the protocol's cell
+    folder = tmp_path / "res" / "benchmark" / "full" / "hopper-medium"
+    (path,) = folder.glob("bc-set-*.json")
+    assert not (folder / "bc.json").exists()
+    cell = json.loads(path.read_text())
     assert cell["protocol"]["eval_episodes"] == 100 and cell["config"]["eval"]["episodes"] == 1
-
-
+    assert cell["overrides"]["num_steps"] == 2 and cell["name"] == path.stem
 
 
 def test_cell_made_on_other_data_is_stale_and_kept(tmp_path, monkeypatch):
@@ -107,18 +114,20 @@ def test_cell_made_on_other_data_is_stale_and_kept(tmp_path, monkeypatch):
     collect.main(["--env", "hopper", "--dataset", "random", "--steps", "300", "--seed", "0",
                   "--ref-episodes", "2", "--no-progress"])
     kw = dict(results_root=str(tmp_path / "res"), runs_root=str(tmp_path / "runs"),
-              overrides={**TINY, "dataset": "s4dm/hopper/random-v0"}, show_progress=False)
-    stored = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+              show_progress=False)
+    spec = grid.CellSpec("bc", "hopper", "medium", PROTO,
+                         overrides={**TINY, "dataset": "s4dm/hopper/random-v0"})
+    stored = grid.run_cell(spec, **kw)
     assert stored["status"] == "finished"
     assert stored["dataset_provenance"]["dataset_steps"] == 300
     path = tmp_path / "res" / "benchmark" / "tiny" / "hopper-medium" / "bc.json"
-    reused = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)  # same data: reused
+    reused = grid.run_cell(spec, **kw)  # same data: reused
     assert reused == json.loads(path.read_text())
     other = json.loads(path.read_text())
     other["dataset_provenance"]["dataset_episodes"] += 10  # made on another realisation
     path.write_text(json.dumps(other))
     mtime = os.path.getmtime(path)
-    stale = grid.run_cell("bc", "hopper", "medium", PROTO, **kw)
+    stale = grid.run_cell(spec, **kw)
     n = stored["dataset_provenance"]["dataset_episodes"]
     assert stale["status"] == "stale" and f"episodes {n + 10} vs {n}" in stale["reason"]
     assert json.loads(path.read_text()) == other and os.path.getmtime(path) == mtime
@@ -140,7 +149,8 @@ def test_quick_tuned_protocol_gives_each_model_its_budget_settings():
         quick.num_steps, quick.warmup_steps, quick.eval_episodes, quick.seeds)
     c = grid.cell_config("s4dm", "hopper", "medium", tuned)
     assert (c.model.ssm.d_state, c.model.n_layers, c.optim.learning_rate) == (64, 8, 2e-3)
-    for model, reference in (("dt", 1e-4), ("mamba", 4e-4)):
+    for model in ("dt", "mamba"):  # the presets' rates: one statement, study.references
+        reference = references.BASELINES[model]["preset_lr"]
         assert grid.cell_config(model, "hopper", "medium", tuned).optim.learning_rate == 1e-3
         assert grid.cell_config(model, "hopper", "medium", quick).optim.learning_rate == reference
     assert (grid.cell_config("bc", "walker2d", "medium", tuned).to_dict()
@@ -148,3 +158,30 @@ def test_quick_tuned_protocol_gives_each_model_its_budget_settings():
     mine = grid.cell_config("dt", "hopper", "medium", tuned, {"optim.learning_rate": 5e-4})
     assert mine.optim.learning_rate == 5e-4
     assert grid.PROTOCOLS["quick"].model_overrides == {}
+
+
+def test_protocol_is_fixed_in_code_sweep_seeds_in_data_target_equal_transitions():
+    """Sweeps train and evaluate on seeds disjoint from the grid's; the in-data target is the
+    dataset's best episode return after the published ones; the equal-transitions protocol
+    gives S4DM DT's 64 x 20 windows; each tuned model states what it was tuned on."""
+    quick, sweep_ = grid.PROTOCOLS["quick"], grid.PROTOCOLS["sweep"]
+    grid_seeds = set(range(quick.seed, quick.seed + 3))
+    grid_env = set(range(10_000 + quick.seed, 10_000 + quick.seed + 3 * 2 * 100))
+    c = grid.cell_config("s4dm", "hopper", "medium", sweep_)
+    assert c.seed == grid.SWEEP_SEED and not grid_seeds & set(range(c.seed, c.seed + 3))
+    assert not grid_env & set(range(10_000 + c.seed, 10_000 + c.seed + 600))
+    spec = grid.CellSpec("dt", "hopper", "medium", grid.PROTOCOLS["full"])
+    prov = {"dataset_return_max": 3274.38}
+    assert list(spec.config(prov).eval.target_returns) == [3600.0, 1800.0, 3274.0]
+    assert list(spec.config({}).eval.target_returns) == [3600.0, 1800.0]  # no record
+    q = grid.CellSpec("dt", "hopper", "medium", quick)
+    assert list(q.config(prov).eval.target_returns) == [3600.0, 1800.0]  # the committed rule
+    eq = grid.cell_config("s4dm", "hopper", "medium", grid.PROTOCOLS["quick-equal-transitions"])
+    dt = grid.cell_config("dt", "hopper", "medium", grid.PROTOCOLS["quick-equal-transitions"])
+    assert (eq.batch_size * eq.model.context_len, eq.episode_start_windows) == (
+        dt.batch_size * dt.model.context_len, False)
+    assert (eq.model.ssm.d_state, eq.optim.learning_rate) == (64, 2e-3)  # quick-tuned's point
+    assert grid.tuned_on("quick", "s4dm") == ("-", "preset, not tuned")
+    assert "14 configurations" in grid.tuned_on("quick-tuned", "s4dm")[1]
+    assert "2 learning rates" in grid.tuned_on("quick-tuned", "mamba")[1]
+    assert grid.config_hash({"a": 1, "b": [1, 2]}) == grid.config_hash({"b": [1, 2], "a": 1})

@@ -44,19 +44,20 @@ fu.add_code_sample_docstrings = lambda *a, **k: (lambda f: f)   # docstring deco
 sys.path.insert(0, sys.argv[1] + "/gym")
 from decision_transformer.models.decision_transformer import DecisionTransformer
 from decision_transformer.training.seq_trainer import SequenceTrainer
-steps, warmup_steps = int(sys.argv[2]), 10_000
+steps, warmup_steps, device = int(sys.argv[2]), 10_000, sys.argv[3]
 B, K, S, A = 64, 20, 11, 3
 torch.manual_seed(0)
 model = DecisionTransformer(state_dim=S, act_dim=A, max_length=K, max_ep_len=1000,
                             hidden_size=128, n_layer=3, n_head=1, n_inner=4 * 128,
                             activation_function="relu", n_positions=1024, n_ctx=1024,
-                            resid_pdrop=0.1, attn_pdrop=0.1)
+                            resid_pdrop=0.1, attn_pdrop=0.1).to(device)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                               lambda s: min((s + 1) / warmup_steps, 1))
 batches = [(torch.randn(B, K, S), torch.rand(B, K, A) * 2 - 1, torch.randn(B, K, 1),
             torch.zeros(B, K), torch.randn(B, K + 1, 1), torch.randint(0, 1000, (B, K)),
             (torch.rand(B, K) > 0.1).long()) for _ in range(4)]
+batches = [tuple(x.to(device) for x in batch) for batch in batches]
 it = iter(range(10 ** 9))
 get_batch = lambda batch_size: batches[next(it) % len(batches)]
 trainer = SequenceTrainer(model=model, optimizer=optimizer, batch_size=B, get_batch=get_batch,
@@ -69,15 +70,16 @@ t0 = time.perf_counter()
 for _ in range(steps):
     trainer.train_step()
     scheduler.step()
-print(json.dumps({"s_per_step": (time.perf_counter() - t0) / steps,
+print(json.dumps({"s_per_step": (time.perf_counter() - t0) / steps,  # .item() syncs each step
                   "params": sum(p.numel() for p in model.parameters()),
-                  "torch": torch.__version__, "threads": torch.get_num_threads()}))
+                  "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "device": device}))
 '''
 
 
-def reference_step(torch_python: str, kzl: str, steps: int) -> dict:
-    out = subprocess.run([torch_python, "-c", REFERENCE, kzl, str(steps)], capture_output=True,
-                         text=True, check=True, timeout=3600)
+def reference_step(torch_python: str, kzl: str, steps: int, device: str = "cpu") -> dict:
+    out = subprocess.run([torch_python, "-c", REFERENCE, kzl, str(steps), device],
+                         capture_output=True, text=True, check=True, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -88,13 +90,14 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="vmapped seeds of ours")
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="the reference's torch device (cpu, cuda)")
     p.add_argument("--json", metavar="OUT")
     args = p.parse_args(argv)
 
     ours = {s: Case("dt", "hopper-medium", s, args.steps) for s in sorted({1, args.seeds})}
     ref_times, our_times = [], {s: [] for s in ours}
     for r in range(args.rounds):
-        ref = reference_step(args.torch_python, args.kzl, args.steps)
+        ref = reference_step(args.torch_python, args.kzl, args.steps, args.device)
         ref_times.append(ref["s_per_step"])
         for s, case in ours.items():
             our_times[s].append(case.run())
@@ -102,7 +105,8 @@ def main(argv=None):
             f"ours x{s} {t[-1]:.3f} s/step" for s, t in our_times.items()), flush=True)
     ref_best = min(ref_times)
     rows = [{"implementation": f"PyTorch reference (kzl), torch {ref['torch']}, "
-                               f"{ref['threads']} threads, 1 seed", "params": ref["params"],
+                               f"{ref['device']}, {ref['threads']} threads, 1 seed",
+             "params": ref["params"],
              "s_per_step": ref_best, "seed_steps_per_s": 1 / ref_best}]
     for s, case in ours.items():
         best = min(our_times[s])

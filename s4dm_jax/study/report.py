@@ -79,10 +79,17 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
     targets = [c for c in cells.select(cells.load_cells(results_root, "ablations", protocol),
                                        "ablations", protocol).accepted
                if c.get("ablation") == "targets"]
+    in_data_scores = tables.in_data_scores(accepted, targets)
     in_data = ("In-data target (the dataset's best episode return, a rule fixed before the "
                "runs) beside the two published targets: the score where a cell was evaluated "
                "within 30% of it (its own targets, or its return-conditioning file), else "
-               "\"not run\":\n\n" + tables.in_data_table(accepted, targets)) if accepted else ""
+               "\"not run\":\n\n" + tables.in_data_table(in_data_scores)) if accepted else ""
+    summary = ("Summary: normalised score, IQM over seeds [95% CI, seeds resampled] at each "
+               "target (\"!k\": k collapsed seeds; \"(best B)\": the best score during "
+               "training where the cell was evaluated on the way, else the last score only), "
+               "and at the in-data target:\n\n"
+               + tables.summary_table(rows, tables.in_data_labels(in_data_scores))
+               ) if accepted else ""
     figures.plot_curves(accepted, os.path.join(out_dir, "curves.png"))
     figures.plot_score_vs_params(rows, os.path.join(out_dir, "score_vs_params.png"))
     latency = ""
@@ -92,7 +99,7 @@ def write_report(results_root: str, out_dir: str, study: str = "benchmark",
             latency = figures.latency_section(json.load(fh), os.path.join(out_dir,
                                                                           "latency.png"))
     text = "\n\n".join(part for part in [
-        f"# {study} / {protocol}", tables.parameter_share(rows), table,
+        f"# {study} / {protocol}", tables.parameter_share(rows), summary, table,
         tables.tuning_statement(protocol), tables.dataset_table(accepted), in_data,
         *aggregates, "Collapsed seeds: every evaluation episode of the seed ended within "
         f"{100 * cells.COLLAPSE_FRACTION:g}% of the episode limit. Transitions per step: from "

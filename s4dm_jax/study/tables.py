@@ -273,18 +273,18 @@ def aggregate_table(cells: Sequence[dict], protocol: str, reps: int = 2000,
     return "\n".join(lines) + refused, agg
 
 
-def in_data_table(grid_cells: Sequence[dict], targets: Sequence[dict],
-                  tolerance: float = 0.3) -> str:
-    """The in-data target (the dataset's best episode return) beside the published ones: per
-    grid cell, its score where it was evaluated there (a target within `tolerance` of it, in
-    the cell itself or a `targets` file of the same model), else "not run"."""
-    lines = ["| dataset | model | in-data target | nearest evaluated target | achieved "
-             "normalised (mean over seeds) | from |", "|---|---|---|---|---|---|"]
+def in_data_scores(grid_cells: Sequence[dict], targets: Sequence[dict],
+                   tolerance: float = 0.3) -> dict:
+    """{(env, dataset, model): (in-data target, nearest evaluated target, mean normalised
+    score there, where)} for every finished grid cell: the in-data target is the dataset's
+    best episode return; a target within `tolerance` of it, in the cell itself or a `targets`
+    file of the same model, counts as evaluated there; else the last three are None."""
     evaluated = {}
     for t in targets:
         if t.get("variant") is None:
             evaluated[(t["env"], t["dataset"], t["model"])] = (t["targets"], t["normalized_mean"],
                                                                "targets file")
+    out = {}
     for cell in grid_cells:
         if cell.get("status") != "finished":
             continue
@@ -292,16 +292,68 @@ def in_data_table(grid_cells: Sequence[dict], targets: Sequence[dict],
         best = grid.in_data_target(cell.get("dataset_provenance") or {})
         own = [e["target_return"] for e in cell["results"]["eval"]]
         own_norm = [float(cells_.episode_scores(cell, i).mean()) for i in range(len(own))]
-        options = [(own, own_norm, "the cell"), evaluated.get(key, ([], [], ""))]
-        found = "not run"
-        if best is not None:
-            near = [(abs(t - best), t, s, src) for ts, ss, src in options
-                    for t, s in zip(ts, ss, strict=True) if abs(t - best) <= tolerance * best]
-            if near:
-                _, t, s, src = min(near)
-                found = f"{t:g} | {s:.1f} | {src}"
-        if found == "not run":
-            found = "- | not run | -"
-        lines.append(f"| {key[0]}-{key[1]} | {model_name(key[2])} | "
+        near = [] if best is None else [
+            (abs(t - best), t, s, src)
+            for ts, ss, src in [(own, own_norm, "the cell"), evaluated.get(key, ([], [], ""))]
+            for t, s in zip(ts, ss, strict=True) if abs(t - best) <= tolerance * best]
+        out[key] = (best, *min(near)[1:]) if near else (best, None, None, None)
+    return out
+
+
+def in_data_table(scores: dict) -> str:
+    """Markdown of in_data_scores: the in-data target beside the published ones, "not run"
+    where no evaluation came near it."""
+    lines = ["| dataset | model | in-data target | nearest evaluated target | achieved "
+             "normalised (mean over seeds) | from |", "|---|---|---|---|---|---|"]
+    for (env, dataset, model), (best, target, score, src) in scores.items():
+        found = "- | not run | -" if target is None else f"{target:g} | {score:.1f} | {src}"
+        lines.append(f"| {env}-{dataset} | {model_name(model)} | "
                      f"{'-' if best is None else f'{best:g}'} | {found} |")
+    return "\n".join(lines)
+
+
+def in_data_labels(scores: dict) -> dict:
+    """{key: "30.8 at 5500" | "not run"} for summary_table."""
+    return {k: "not run" if v[1] is None else f"{v[2]:.1f} at {v[1]:g}"
+            for k, v in scores.items()}
+
+
+def summary_table(rows: Sequence[dict], in_data: dict) -> str:
+    """Compact markdown (BENCHMARKS' layout): one line per (dataset, target), one column per
+    model, IQM [95% CI, seeds resampled] with "(best B)" where a best during training exists
+    and "!k" for k collapsed seeds; then the in-data target's line per dataset ({(env,
+    dataset, model): text} from in_data_scores); then per model its transitions per step and
+    what it was tuned on. `rows` are cell_rows'."""
+    done = [r for r in rows if "missing" not in r]
+    models = [m for m in MODEL_ORDER if any(r["model"] == m for r in done)]
+    by = {(r["env"], r["dataset"], r["target"], r["model"]): r for r in done}
+    lines = ["| dataset | target | " + " | ".join(model_name(m) for m in models) + " |",
+             "|---|---|" + "---|" * len(models)]
+    tasks = sorted({(r["env"], r["dataset"]) for r in done})
+    for env, dataset in tasks:
+        targets = sorted({r["target"] for r in done if (r["env"], r["dataset"]) == (env,
+                                                                                    dataset)},
+                         reverse=True)
+        for target in targets:
+            cells_txt = []
+            for m in models:
+                r = by.get((env, dataset, target, m))
+                if r is None:
+                    cells_txt.append("-")
+                    continue
+                extra = "" if r["best"] == "last only" else f" (best {r['best']})"
+                extra += f" !{len(r['collapsed'])}" if r["collapsed"] else ""
+                cells_txt.append(_ci(r["iqm"], r["ci"]) + extra)
+            lines.append(f"| {env}-{dataset} | {target:g} | " + " | ".join(cells_txt) + " |")
+        lines.append(f"| {env}-{dataset} | in-data | " + " | ".join(
+            in_data.get((env, dataset, m), "-") for m in models) + " |")
+    lines += ["", "| model | transitions per step (over the datasets) | tuned on |",
+              "|---|---|---|"]
+    for m in models:
+        mine = [r for r in done if r["model"] == m]
+        counts = sorted({r["transitions"][0] for r in mine})
+        span = f"{counts[0]:,.0f}" + (f"-{counts[-1]:,.0f}" if len(counts) > 1 else "")
+        how = mine[0]["transitions"][1].split(" x ")[0] if len(counts) > 1 else (
+            mine[0]["transitions"][1])
+        lines.append(f"| {model_name(m)} | {span} ({how}) | {mine[0]['tuned_on']} |")
     return "\n".join(lines)

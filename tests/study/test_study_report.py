@@ -211,9 +211,16 @@ def test_datasets_table_and_the_in_data_target():
     assert lines[3] == "| walker2d-medium | 10 | 5,000 | - | - | - |"
     targets = {"env": "hopper", "dataset": "medium", "model": "s4dm", "variant": None,
                "targets": [900.0, 3000.0, 5000.0], "normalized_mean": [5.0, 14.0, 20.0]}
-    text = tables.in_data_table([cell, bare], [targets])
+    scores = tables.in_data_scores([cell, bare], [targets])
+    text = tables.in_data_table(scores)
     assert "| hopper-medium | S4DM | 3274 | 3000 | 14.0 | targets file |" in text
     assert "| walker2d-medium | DT | - | - | not run | - |" in text
+    assert tables.in_data_labels(scores) == {("hopper", "medium", "s4dm"): "14.0 at 3000",
+                                             ("walker2d", "medium", "dt"): "not run"}
+    rows = tables.cell_rows([cell, bare], "tiny", reps=50)
+    summary = tables.summary_table(rows, tables.in_data_labels(scores))
+    assert "| hopper-medium | in-data | 14.0 at 3000 | - |" in summary
+    assert "| S4DM | 1,280 (64 x 20 windows) | - |" in summary
     assert cells.mixed_data([cell, _cell("hopper", "medium", "dt", a, 7)]) == [
         "hopper-medium dt: mean return 50.0 vs 1229.8 (against s4dm)"]
 

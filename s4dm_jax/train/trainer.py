@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from s4dm_jax import models as models_lib
 from s4dm_jax.data import DatasetError, SequenceSampler, load_dataset
 from s4dm_jax.data.sampling import TOP_FRACTION_BY, sample_batch
-from s4dm_jax.evaluate import report
+from s4dm_jax.evaluate import consistency, report
 from s4dm_jax.evaluate.rollout import EvalSettings, check_eval_env, render_episode, rollout
 from s4dm_jax.nn import ssm_param_mask
 from s4dm_jax.train import checkpoint
@@ -345,6 +345,7 @@ def _evaluate(config, model, params, sampler, dataset, show_progress: bool):
     are comparable."""
     settings = EvalSettings.from_config(config, dataset.env_id, sampler.state_mean,
                                         sampler.state_std)
+    consistency.warn_if_step_differs(model, params, sampler)  # step == training call (warning)
     return rollout(model, params, settings, show_progress=show_progress)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from s4dm_jax.data.tmaze import parse_spec
+
 # Target returns per environment family (Decision Transformer paper / code).
 TARGET_RETURNS = {
     "hopper": (3600.0, 1800.0),
@@ -23,9 +25,12 @@ DATASETS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 
 def parse_preset(preset: str | None) -> tuple[str, str]:
-    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); '' / 'embedded' -> embedded."""
+    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); '' / 'embedded' -> embedded;
+    'tmaze-passive-L100-mixed' -> ('tmaze', 'passive-L100-mixed') (generated T-Maze data)."""
     if not preset or preset == "embedded":
         return "hopper", "embedded"
+    if preset.startswith("tmaze-"):
+        return "tmaze", preset[len("tmaze-"):]
     env, _, dataset = preset.partition("-")
     if env not in ENVS or dataset not in DATASETS:
         raise ValueError(
@@ -38,6 +43,8 @@ def parse_preset(preset: str | None) -> tuple[str, str]:
 
 def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     env, dataset = parse_preset(preset)
+    if env == "tmaze":
+        return tmaze_config(dataset)
     c = ml_collections.ConfigDict()
     c.preset = preset or "embedded"
 
@@ -106,4 +113,21 @@ def get_base_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.eval.gif = False  # render one episode to eval.gif (needs MuJoCo rendering)
     if dataset == "embedded":
         c.eval.target_returns = [1800.0]
+    return c
+
+
+def tmaze_config(dataset: str) -> ml_collections.ConfigDict:
+    """Base config of a T-Maze preset ('passive-L100-mixed': data 'tmaze:passive-L100-mixed',
+    s4dm_jax.data.tmaze); the return is the success (0 or 1), the target is 1."""
+    c = get_base_config("embedded")
+    c.preset = f"tmaze-{dataset}"
+    c.dataset = f"tmaze:{dataset}"
+    c.rtg_scale = 1.0
+    c.eval.target_returns = [1.0]
+    # the maze ends its episodes itself, after corridor length + 1 (passive) or + 3 (active)
+    c.eval.max_episode_steps = parse_spec(c.dataset)["corridor_length"] + 3
+    c.optim.warmup_steps = 100
+    c.num_steps = 2000
+    c.log_every = 100
+    c.checkpoint_every = 1000
     return c

@@ -1,0 +1,167 @@
+"""Where memory matters (issue 26): T-Maze success rate against corridor length L for S4DM, DT
+(K = 20, and K covering the episode where it fits), Decision Mamba (windowed; recurrent on whole
+episodes) and BC, 5 seeds vmapped; and velocity-masked MuJoCo quick cells ("-P", positions
+only; optionally with delayed rewards).
+
+    python experiments/memory.py tmaze --lengths 10 30 100 300 --kind passive --quality mixed
+    python experiments/memory.py masked --envs hopper walker2d            # quick budget
+    python experiments/memory.py masked --envs hopper --delayed
+    python experiments/memory.py time --lengths 10 30 100 300 --steps 20  # step times, no eval
+
+Each cell trains through `train_and_evaluate` (runs/memory/...) and writes
+results/memory/<study>/<cell>.json: the budget (steps, batch, tokens and transitions seen), and
+per seed the per-episode returns (T-Maze: success, 0 or 1) at each target, for seed-level
+intervals. Model sizes are each model's CPU-sized "embedded" preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from configs import base  # noqa: E402  (configs/ is a folder of the repository)
+from s4dm_jax.data.tmaze import parse_spec  # noqa: E402
+from s4dm_jax.train.trainer import train_and_evaluate  # noqa: E402
+
+# variant -> (model config file, how its context is set: "K20", "episode" or "bc")
+VARIANTS = {
+    "s4dm": ("s4dm", "episode"),
+    "dt-K20": ("dt", "K20"),
+    "dt-Kepisode": ("dt", "episode"),
+    "mamba-window": ("mamba", "K20"),
+    "mamba-recurrent": ("mamba", "episode"),
+    "bc": ("bc", "bc"),
+}
+DT_MAX_CONTEXT = 303  # DT attends over 3 tokens per step: K = 303 is 909 tokens (fits on CPU)
+SEEDS = 5
+TMAZE_BUDGET = {"num_steps": 2000, "eval.episodes": 50}  # see the report for the timing basis
+MASKED_DATASETS = {"hopper": "masked:s4dm/hopper/medium-v0",
+                   "walker2d": "masked:s4dm/walker2d/medium-v0"}
+MASKED_BUDGET = {"num_steps": 1000, "eval.episodes": 10}  # the grid's quick budget
+
+
+def _get(config, dotted):
+    node = config
+    for name in dotted.split("."):
+        node = node[name]
+    return node
+
+
+def _set(config, fields):
+    for dotted, value in fields.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+
+
+def cell_config(variant: str, dataset_spec: str, episode_steps: int, fields: dict):
+    """The config of one cell: the model's embedded preset (sizes, optimiser) with the data,
+    evaluation and budget of `dataset_spec`; context per VARIANTS; `fields` last."""
+    file, context = VARIANTS[variant]
+    config = importlib.import_module(f"configs.{file}").get_config("embedded")
+    if dataset_spec.startswith("tmaze:"):
+        data = base.tmaze_config(dataset_spec[len("tmaze:"):])
+        for key in ("preset", "dataset", "rtg_scale", "eval.target_returns",
+                    "eval.max_episode_steps"):
+            _set(config, {key: _get(data, key)})
+    else:
+        _set(config, {"dataset": dataset_spec})
+    if context == "episode":
+        _set(config, {"model.context_len": episode_steps, "episode_start_windows": True})
+        if variant == "mamba-recurrent":
+            _set(config, {"model.inference": "recurrent"})
+    elif context == "K20":
+        _set(config, {"model.context_len": 20, "episode_start_windows": False})
+    _set(config, {"seeds": SEEDS, **fields})
+    return config
+
+
+def budget(config) -> dict:
+    """Steps, windows per step, tokens and transitions seen (the budget in both units)."""
+    k = int(config.model.get("context_len", 1))
+    steps, batch = int(config.num_steps), int(config.batch_size)
+    return {"steps": steps, "batch_size": batch, "context_len": k,
+            "transitions_seen": steps * batch * k}
+
+
+def run_cell(study: str, cell: str, config, args) -> dict:
+    workdir = os.path.join(args.runs, "memory", study, cell)
+    results = train_and_evaluate(config, workdir, show_progress=not args.quiet)
+    record = {"cell": cell, "config": json.loads(config.to_json()), "budget": budget(config),
+              "wall_times": results.get("wall_times"), "eval": [
+                  {"target_return": t, "returns_per_seed": r}
+                  for e in results["eval"]
+                  for t, r in zip(e["target_returns"], e["returns_per_seed"], strict=True)]}
+    out = os.path.join(args.results, "memory", study, f"{cell}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"{cell}: wrote {out}")
+    return record
+
+
+def tmaze_cells(args):
+    for length in args.lengths:
+        spec = f"tmaze:{args.kind}-L{length}-{args.quality}"
+        steps = parse_spec(spec)["corridor_length"] + (1 if args.kind == "passive" else 3)
+        for variant in args.models:
+            if variant == "dt-Kepisode" and steps > DT_MAX_CONTEXT:
+                print(f"dt-Kepisode at L={length}: K={steps} does not fit, skipped")
+                continue
+            fields = dict(TMAZE_BUDGET)
+            if args.steps:
+                fields.update({"num_steps": args.steps, "eval.episodes": args.episodes})
+            yield (f"{args.kind}-{args.quality}", f"{variant}-L{length}",
+                   cell_config(variant, spec, steps, fields))
+
+
+def masked_cells(args):
+    for env in args.envs:
+        for variant in args.models:
+            fields = {**MASKED_BUDGET, "delayed_reward": bool(args.delayed)}
+            study = "masked-delayed" if args.delayed else "masked"
+            yield study, f"{variant}-{env}", cell_config(variant, MASKED_DATASETS[env], 1000,
+                                                         fields)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("study", choices=("tmaze", "masked", "time"))
+    p.add_argument("--lengths", type=int, nargs="+", default=[10, 30, 100, 300])
+    p.add_argument("--kind", choices=("passive", "active"), default="passive")
+    p.add_argument("--quality", choices=("mixed", "medium"), default="mixed")
+    p.add_argument("--models", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--envs", nargs="+", choices=sorted(MASKED_DATASETS),
+                   default=sorted(MASKED_DATASETS))
+    p.add_argument("--delayed", action="store_true", help="masked: delayed rewards")
+    p.add_argument("--steps", type=int, help="override the budget's steps (time: default 20)")
+    p.add_argument("--episodes", type=int, default=1, help="evaluation episodes with --steps")
+    p.add_argument("--results", default="results")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.study == "time":
+        args.steps = args.steps or 20
+        rows = []
+        for study, cell, config in tmaze_cells(args):
+            res = train_and_evaluate(config, os.path.join(args.runs, "memory-time", study, cell),
+                                     show_progress=False)
+            wall = res.get("wall_times", {})
+            rows.append((cell, wall.get("train_s", float("nan")) / args.steps,
+                         wall.get("compile_s", float("nan")), budget(config)))
+            print(f"{cell}: {rows[-1][1]:.4f} s/step (compile {rows[-1][2]:.1f} s)", flush=True)
+        return rows
+    cells = tmaze_cells(args) if args.study == "tmaze" else masked_cells(args)
+    return [run_cell(study, cell, config, args) for study, cell, config in cells]
+
+
+if __name__ == "__main__":
+    main()

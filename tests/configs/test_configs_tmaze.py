@@ -1,0 +1,47 @@
+"""T-Maze presets ('tmaze-<kind>-L<L>-<quality>') and the memory study's cell configs."""
+
+import importlib.util
+import os
+
+import pytest
+
+from configs import base, bc, dt, mamba, s4dm
+from s4dm_jax.data import load_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _memory():
+    spec = importlib.util.spec_from_file_location(
+        "memory_study", os.path.join(ROOT, "experiments", "memory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("module", [s4dm, dt, mamba, bc])
+def test_tmaze_preset_points_at_generated_data(module):
+    c = module.get_config("tmaze-active-L30-medium")
+    assert c.preset == "tmaze-active-L30-medium" and c.dataset == "tmaze:active-L30-medium"
+    assert c.rtg_scale == 1.0 and list(c.eval.target_returns) == [1.0]
+    assert c.eval.max_episode_steps == 33  # the active maze's episode: L + 3
+    ds = load_dataset(c.dataset)
+    assert ds.episode_lengths.max() == c.eval.max_episode_steps
+    with pytest.raises(Exception, match="tmaze:passive-L100-mixed"):
+        base.get_base_config("tmaze-passive-L0-mixed")
+
+
+def test_memory_cells_set_context_and_budget():
+    memory = _memory()
+    args = memory.argparse.Namespace(lengths=[10, 1000], kind="passive", quality="mixed",
+                                     models=list(memory.VARIANTS), steps=None, episodes=1)
+    cells = {cell: c for _, cell, c in memory.tmaze_cells(args)}
+    assert "dt-Kepisode-L10" in cells and "dt-Kepisode-L1000" not in cells  # K too long
+    s = cells["s4dm-L1000"]
+    assert s.model.context_len == 1001 and s.episode_start_windows and s.seeds == 5
+    assert cells["dt-K20-L10"].model.context_len == 20
+    assert cells["mamba-recurrent-L10"].model.inference == "recurrent"
+    assert cells["mamba-recurrent-L10"].model.context_len == 11
+    assert cells["bc-L10"].dataset == "tmaze:passive-L10-mixed"
+    b = memory.budget(cells["dt-K20-L10"])
+    assert b["transitions_seen"] == b["steps"] * b["batch_size"] * 20

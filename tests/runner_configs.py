@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+from s4dm_jax.configs.presets import set_fields
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -15,7 +17,8 @@ def load_config(model: str, preset: str = "embedded"):
 
 
 def tiny_config(model: str, **overrides):
-    """The model's embedded-preset config, shrunk so a run takes seconds."""
+    """The model's embedded-preset config, shrunk so a run takes seconds, then `overrides`
+    (dotted fields as keys, e.g. **{"eval.every": 3}; they must exist)."""
     c = load_config(model)
     c.model.update(TINY_MODEL[model])
     c.batch_size = 8
@@ -27,12 +30,7 @@ def tiny_config(model: str, **overrides):
     c.eval.episodes = 1
     c.eval.target_returns = [1800.0]
     c.eval.max_episode_steps = 15
-    for k, v in overrides.items():
-        target = c
-        *path, last = k.split(".")
-        for p in path:
-            target = target[p]
-        target[last] = v
+    set_fields(c, overrides)
     return c
 
 

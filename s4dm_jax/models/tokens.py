@@ -169,15 +169,22 @@ def step_blocks(blocks, states, x):
     return new, x
 
 
-def interleaved_step(embed, embed_ln, advance, states, started, rtg_t, s_t, a_prev, t):
+def interleaved_step(module, states, started, rtg_t, s_t, a_prev, t):
     """One environment step of a recurrent model over interleaved (R, s, a) tokens.
 
     Pushes the token of a_{t-1} (kept out of the state where `started` is False, i.e. at an
-    episode's first step), then R_t and s_t, through `advance(states, token [B,H]) -> (states,
-    out [B,H])`. a_{t-1} belongs to step t-1, so with a timestep embedding it gets t-1's.
-    embed: a TrajectoryEmbed; embed_ln: the LayerNorm after it; rtg_t [B], s_t [B,obs],
-    a_prev [B,act] | int [B], t int [B], started bool [B] -> (states, out of the s_t token).
+    episode's first step), then R_t and s_t, through the blocks' recurrent view
+    (`step_blocks(module.blocks, states, token [B,H]) -> (states, out [B,H])`). a_{t-1} belongs
+    to step t-1, so with a timestep embedding it gets t-1's.
+    module: a bound TokenModule (module.embed a TrajectoryEmbed, module.embed_ln the LayerNorm
+    after it); rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B], started bool [B]
+    -> (states, out of the s_t token).
     """
+    embed, embed_ln = module.embed, module.embed_ln
+
+    def advance(st, x):
+        return step_blocks(module.blocks, st, x)
+
     tokens = embed(rtg_t[:, None], s_t[:, None], a_prev[:, None], t[:, None])
     r_tok, s_tok = embed_ln(tokens[:, 0]), embed_ln(tokens[:, 1])
     if embed.use_timestep:
@@ -298,9 +305,7 @@ class RecurrentTokenModule(TokenModule):
     def recurrent_step(self, states, started, rtg_t, s_t, a_prev, t):
         """One environment step through the blocks' recurrent states: (states, features [B,H]
         of the s_t token). Interleaved tokens here; a layout with other tokens overrides it."""
-        return interleaved_step(self.embed, self.embed_ln,
-                                lambda st, x: step_blocks(self.blocks, st, x),
-                                states, started, rtg_t, s_t, a_prev, t)
+        return interleaved_step(self, states, started, rtg_t, s_t, a_prev, t)
 
     def step(self, carry, rtg_t, s_t, a_prev, t):
         """carry, rtg_t [B], s_t [B,obs], a_prev [B,act] | int [B], t int [B] -> (carry, out)."""

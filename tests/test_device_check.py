@@ -2,6 +2,7 @@
 as ok in device_check.json (so the script is known to work before a GPU is lent); a part that
 hangs is stopped at its timeout, recorded with its partial results, and the next part runs."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -15,9 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "device_check.py")
 
 
+@functools.cache
 def _module():
     spec = importlib.util.spec_from_file_location("device_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -117,3 +120,16 @@ def test_timeouts_keep_the_later_parts_floors_and_parts_that_do_not_fit_are_skip
 def test_unknown_parts_are_refused(tmp_path):
     proc, _ = _run(tmp_path, "--only", "nonsense", timeout=60)
     assert proc.returncode == 2 and "unknown part(s) ['nonsense']" in proc.stderr
+
+
+def test_failing_tests_are_reported_and_rerun_at_highest_precision(tmp_path):
+    (tmp_path / "test_planted.py").write_text(
+        "def test_passes():\n    assert True\n\n\ndef test_fails():\n    assert 1 == 2\n")
+    proc, data = _run(tmp_path, "--only", "tests", "--tests", str(tmp_path / "test_planted.py"),
+                      timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tests = data["parts"]["tests"]
+    assert tests["status"] == "failed" and tests["passed"] == 1
+    (failed,) = tests["failed"]
+    assert failed.endswith("test_planted.py::test_fails")
+    assert tests["rerun_highest_precision"] == {failed: "failed"}

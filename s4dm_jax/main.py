@@ -37,7 +37,9 @@ from s4dm_jax.evaluate.report import markdown_summary
 from s4dm_jax.evaluate.rollout import EvaluationError
 from s4dm_jax.train.checkpoint import CheckpointError
 from s4dm_jax.train.compile_cache import default_cache_dir, enable_compilation_cache
+from s4dm_jax.train.stop_signals import TrainingInterrupted
 from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and_evaluate
+from s4dm_jax.train.workdir_lock import WorkdirBusyError
 
 # configs/ is installed as s4dm_jax.configs, so the default works from any install.
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(_configs.__file__), "s4dm.py")
@@ -96,9 +98,12 @@ def main(argv):
         results = train_and_evaluate(FLAGS.config, FLAGS.workdir, show_progress=FLAGS.progress,
                                      evaluate_only=FLAGS.evaluate_only)
     except (DatasetError, ConfigError, CheckpointError, EvaluationError,
-            TrainingDivergedError) as e:
+            TrainingDivergedError, WorkdirBusyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:  # SIGTERM / SIGINT: checkpoint written, resumable
+        print(str(e), file=sys.stderr)
+        return e.exit_code
     workdir = os.path.abspath(FLAGS.workdir)
     print(markdown_summary(results))
     print(f"Outputs in {workdir}:")

@@ -79,15 +79,29 @@ def _wait(job, label: str, report_every_s: float) -> Any:
         raise
 
 
+class Requeueable(submitit.helpers.Checkpointable):
+    """`fn` as a submitit job that Slurm may preempt or time out: submitit's checkpoint hook
+    (SIGUSR2) resubmits the same call, which resumes from its workdir's checkpoints (the
+    trainer writes one at the step reached before handing the signal over to submitit)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
 def run_jobs(fn: Callable, args: Sequence[tuple], *, executor: str = "local",
              folder: str = "runs/jobs", slurm: dict | None = None, labels=None,
              report_every_s: float = 30.0) -> list[Any]:
     """fn(*a) for every a in `args` through submitit; returns the results in order.
 
     local: one job after another (each in its own process; its log is under `folder`);
-    slurm: every job submitted at once as a job array, then waited for; debug: inline.
+    slurm: every job submitted at once as a job array, then waited for; debug: inline. A
+    preempted or timed-out Slurm job is requeued and resumes (`Requeueable`).
     """
     ex = make_executor(executor, folder, slurm)
+    fn = Requeueable(fn)
     labels = labels or [str(i) for i in range(len(args))]
     if executor == "slurm":
         with ex.batch():

@@ -10,12 +10,14 @@ over "data".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
 import json
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -38,6 +40,9 @@ from s4dm_jax.nn import ssm_param_mask
 from s4dm_jax.train import checkpoint
 from s4dm_jax.train.history import HistoryWriter, truncate_history
 from s4dm_jax.train.optim import VMAPPABLE, make_optimizer, warmup_schedule
+from s4dm_jax.train.stop_signals import StopSignals, TrainingInterrupted
+from s4dm_jax.train.watchdog import Watchdog
+from s4dm_jax.train.workdir_lock import WorkdirLock
 
 
 class ConfigError(ValueError):
@@ -100,6 +105,16 @@ def init_state(model, optimizer, keys: jax.Array, hparams: dict | None = None,
                 "opt_state": opt.init(params), "key": train_key}
 
     return jax.jit(jax.vmap(one))(keys, hparams)
+
+
+def init_run_state(config, model, make_opt=None) -> dict:
+    """The train state a run of `config` starts from (and its checkpoints restore into): one
+    entry per trial of `trial_table(config)` (config.seeds seeds x config.sweep values), each
+    from its seed's key with its own optimiser values (`init_state`). make_opt: from
+    `build_optimizer(config, model)` (None: built here)."""
+    make_opt = build_optimizer(config, model)[0] if make_opt is None else make_opt
+    keys, hparams = trial_inputs(trial_table(config))
+    return init_state(model, make_opt(), keys, hparams, make_opt)
 
 
 def make_train_chunk(model, optimizer, *, batch_size: int, context_len: int, max_steps: int,
@@ -233,8 +248,18 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     `evaluate_only` evaluates the latest checkpoint as it is (no training), labelled with its
     real step; with `records_dir` its records (results, TensorBoard, run config, eval.gif) go
     there and the workdir's own records are left as they are. Every check runs before anything
-    is written. Returns the results dict.
+    is written. One run at a time holds a workdir (WorkdirBusyError for a second one).
+    SIGTERM / SIGINT during training write a checkpoint at the step reached and raise
+    TrainingInterrupted. Returns the results dict.
     """
+    with contextlib.ExitStack() as held:  # the workdir lock, once the config is checked
+        return _train_and_evaluate(config, workdir, held, show_progress=show_progress,
+                                   evaluate_only=evaluate_only, records_dir=records_dir)
+
+
+def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack, *,
+                        show_progress: bool, evaluate_only: bool,
+                        records_dir: str | None) -> dict:
     if records_dir is not None and not evaluate_only:
         raise ConfigError("records_dir is for evaluate_only runs: a trained run keeps its "
                           "records beside its checkpoints")
@@ -252,6 +277,8 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     if len(trials) % mesh.shape["seed"]:
         raise ConfigError(f"the {len(trials)} trials (config.seeds x config.sweep values) must "
                           f"be divisible by config.seed_axis_devices={mesh.shape['seed']}")
+    if jax.process_index() == 0:  # a multi-process run holds its workdir once, on process 0
+        held.enter_context(WorkdirLock(workdir))
     checkpoint.check_run_config(workdir, config)
     stored = _finished_results(config, workdir, evaluate_only)
     if stored is not None:
@@ -261,8 +288,7 @@ def train_and_evaluate(config, workdir: str, *, show_progress: bool = True,
     optimizer = make_opt()
 
     state_sharding = NamedSharding(mesh, P("seed"))
-    keys, hparams = trial_inputs(trials)
-    state = init_state(model, optimizer, keys, hparams, make_opt)
+    state = init_run_state(config, model, make_opt)
     # through host values: with jax.distributed every process holds the same values and
     # contributes its devices' shards of the global arrays
     state = jax.device_put(jax.device_get(state), state_sharding)
@@ -423,25 +449,34 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
                desc=f"train {config.model.name} x{len(trial_table(config))} trials",
                unit="step", disable=not run.show_progress, dynamic_ncols=True, mininterval=0.5)
     bar.set_postfix_str("compiling the training step...", refresh=True)
+    watchdog = Watchdog(write=tqdm.write)  # a hang must not be silent
     t0 = time.perf_counter()
     fn = make_train_chunk(model, optimizer, batch_size=config.batch_size,
                           context_len=model.context_len, max_steps=max_chunk, mesh=mesh,
                           episode_start_windows=config.episode_start_windows)
-    fn = fn.lower(state, arrays, jnp.int32(max_chunk)).compile()  # compile time is not train time
+    try:
+        with watchdog.phase("compilation of the training step"):
+            # compile time is not train time
+            fn = fn.lower(state, arrays, jnp.int32(max_chunk)).compile()
+    except BaseException:
+        watchdog.close()
+        raise
     compile_s = time.perf_counter() - t0
     bar.reset(total=total)  # the bar's rate and ETA start after compilation
     bar.initial = bar.n = bar.last_print_n = step
     n_next = 1  # the first chunk is one step long: it measures the step time
 
     record = HistoryWriter(run.log_dir)
+    stop = StopSignals().install()
     try:
         while step < total:
             # Chunks end on every log/checkpoint/eval boundary (so records do not depend on the
             # chunk lengths) and last about config.progress_every_s (the bar moves).
             n = min(n_next, total - step, *(b - step % b for b in boundaries))
             t0 = time.perf_counter()
-            new_state, metrics = fn(state, arrays, jnp.int32(n))
-            metrics = {k: v[:, :n] for k, v in _to_host(metrics).items()}
+            with watchdog.phase(f"training chunk of {n} steps from step {step}"):
+                new_state, metrics = fn(state, arrays, jnp.int32(n))
+                metrics = {k: v[:, :n] for k, v in _to_host(metrics).items()}
             dt = time.perf_counter() - t0
             bad = ~(np.isfinite(metrics["loss"]) & np.isfinite(metrics["grad_norm"]))
             if bad.any():
@@ -455,7 +490,9 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
             bar.set_postfix_str(f"loss {metrics['loss'][:, -1].mean():.4f}, "
                                 f"compiled in {compile_s:.1f} s", refresh=False)
             evaluate = _crossed(prev, step, config.eval.every) and step < total
-            if _crossed(prev, step, config.log_every) or step == total or evaluate:
+            interrupted = stop.signum is not None and step < total
+            if (_crossed(prev, step, config.log_every) or step == total or evaluate
+                    or interrupted):
                 entry = _log_train(writer, metrics, step, config, lr_schedule(step - 1), n / dt,
                                    train_s)
                 if evaluate:  # the final step's evaluation is the run's results
@@ -467,12 +504,28 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
                                      .tolist()}  # [T][S][E]
                 history.append(entry)
                 record.append(entry)  # flushed + fsync'd before the checkpoint of this step
-            if _crossed(prev, step, config.checkpoint_every) or step == total:
+            if _crossed(prev, step, config.checkpoint_every) or step == total or interrupted:
                 checkpoint.save(manager, step, state, train_s)
+            if interrupted:
+                raise _interrupted(stop, manager, workdir, step)
     finally:
+        stop.restore()
+        watchdog.close()
         record.close()
         bar.close()
     return state, train_s, compile_s
+
+
+def _interrupted(stop: StopSignals, manager, workdir: str, step: int) -> TrainingInterrupted:
+    """After the checkpoint of `step` is written: hand a SIGUSR2 over to submitit (it requeues
+    the job, which resumes from that checkpoint), else the error that stops the run."""
+    manager.wait_until_finished()
+    if stop.signum == signal.SIGUSR2:
+        stop.hand_over()
+    return TrainingInterrupted(
+        f"training stopped by {stop.name} at step {step}: its checkpoint is in "
+        f"{workdir}/checkpoints and its training record in train_history.jsonl. Run the same "
+        "command again (same --workdir) to resume from that step.", stop.signum)
 
 
 def _to_host(tree):
@@ -614,6 +667,6 @@ def _validate_fields(config):
                               f"got {value!r}")
 
 
-__all__ = ["ConfigError", "TrainingDivergedError", "build", "build_optimizer", "init_state",
-           "make_mesh", "make_train_chunk", "seed_keys", "train_and_evaluate", "trial_inputs",
-           "trial_table"]
+__all__ = ["ConfigError", "TrainingDivergedError", "TrainingInterrupted", "build",
+           "build_optimizer", "init_run_state", "init_state", "make_mesh", "make_train_chunk",
+           "seed_keys", "train_and_evaluate", "trial_inputs", "trial_table"]

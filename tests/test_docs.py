@@ -20,8 +20,9 @@ What "checked" means, per command:
 - `s4dm-jax collect|train-policy ...` and `python -m s4dm_jax.data.collect ...`: parsed by the
   same parser; `--policy` / `--expert-policy` must exist unless an earlier command of the page
   writes them (a path under runs/). Run: with `--steps 300 --ref-episodes 2 --no-progress` and
-  `--root` a temporary Minari store (also MINARI_DATASETS_PATH during these tests, so that a
-  training command after it reads that dataset), through `collect.run_command`.
+  `--root` a temporary Minari store, one per page (also MINARI_DATASETS_PATH while the page's
+  commands run, so that a training command after it reads that dataset), through
+  `collect.run_command`.
 - `python experiments/NAME.py ...`: the script exists and its own argparse parser accepts the
   flags (stopped right after parsing, before any work). Run: in a subprocess, as written plus
   the script's `TINY_SCRIPTS` arguments (e.g. the report goes to a temporary folder).
@@ -317,13 +318,13 @@ def check_block(block: Block, monkeypatch) -> list:
 
 
 def run_cli_tiny(args: list[str], workroot: str) -> None:
-    """Run a checked `s4dm-jax` command at tiny scale in `workroot`."""
+    """Run a checked `s4dm-jax` command at tiny scale in `workroot` (datasets go to the Minari
+    store MINARI_DATASETS_PATH)."""
     namespace, values = check_cli(args)
     if namespace is None:  # --help: already run by the check
         return
     if values is None:  # collect / train-policy
-        store = os.path.join(workroot, "minari")
-        tiny, _ = parse_cli([*args, *TINY_COLLECT, "--root", store])
+        tiny, _ = parse_cli([*args, *TINY_COLLECT, "--root", os.environ["MINARI_DATASETS_PATH"]])
         assert collect.run_command(tiny, "s4dm-jax " + shlex.join(args))
         return
     workdir = os.path.join(workroot, values.workdir.lstrip("/"))
@@ -371,10 +372,7 @@ def workroot(tmp_path_factory):
     afterwards); it only changes how long a second run takes."""
     saved = {name: getattr(jax.config, name) for name in CACHE_OPTIONS}
     enable_compilation_cache(default_cache_dir())
-    root = str(tmp_path_factory.mktemp("doc_runs"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MINARI_DATASETS_PATH", os.path.join(root, "minari"))
-        yield root
+    yield str(tmp_path_factory.mktemp("doc_runs"))
     for name, value in saved.items():
         jax.config.update(name, value)
 
@@ -390,7 +388,9 @@ def test_documented_block(block, workroot, monkeypatch):
     assert block.lang == "bash", f"{block.name}: marked block of language {block.lang!r}"
     checked = check_block(block, monkeypatch)
     assert checked, f"{block.name}: a marked block without commands"
-    if block.mode == "run":
+    if block.mode == "run":  # one Minari store per page: two pages may make the same dataset id
+        monkeypatch.setenv("MINARI_DATASETS_PATH",
+                           os.path.join(workroot, "minari", block.path.replace(os.sep, "_")))
         run_block(block, checked, workroot)
 
 

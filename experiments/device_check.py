@@ -152,7 +152,7 @@ def part_versions(ctx: Context) -> dict:
 
     out = {"python": sys.version.split()[0], "executable": PY, "platform": platform.platform(),
            "packages": {}, "env": {k: v for k, v in os.environ.items()
-                                   if k.startswith(("JAX_", "XLA_", "CUDA_", "TF_"))}}
+                                   if k.startswith(("JAX_", "XLA_", "CUDA_", "NVIDIA_"))}}
     for name in PACKAGES:
         try:
             out["packages"][name] = metadata.version(name)

@@ -29,6 +29,9 @@ What "checked" means, per command:
 - `pip install -e .[EXTRA]`: every extra exists in pyproject.toml. `python3 -m venv`, `.`,
   `pytest`, `tensorboard`: shell syntax only (`bash -n`). Anything else fails: a new kind of
   command in the docs needs a checker here.
+Commands quoted inline in the prose (`pip install ...`, `python experiments/...`, `s4dm-jax
+...`) are checked too: extras, scripts and their flags, subcommands, and complete command
+lines as above. Relative links must name files and headings of this repository.
 """
 
 from __future__ import annotations
@@ -409,6 +412,41 @@ def test_readme_keeps_the_ci_test_command():
                for c in readme_commands), command
 
 
+INLINE = re.compile(r"`((?:s4dm-jax|python -m s4dm_jax\.|python experiments/|pip install)[^`]*)`")
+
+
+def check_inline(span: str, monkeypatch) -> None:
+    """An inline `command` of the prose: pip extras exist, a script exists and parses its
+    flags, an `s4dm-jax` subcommand exists; a complete command line (no `...`, no CAPITAL
+    placeholder) is checked like a block's."""
+    argv = shlex.split(span)
+    kind, args = command_kind(argv)
+    placeholder = "..." in span or re.search(r"\b[A-Z]{2,}\b|\[", span)
+    if kind == "pip":
+        check_pip(args)
+    elif kind == "experiment":
+        check_experiment(args, monkeypatch)
+    elif kind == "cli" and args and not args[0].startswith("-"):
+        words = args[0].strip("[]")
+        if words not in (*cli.ABSL_COMMANDS, *collect.COMMANDS) and not words.isupper():
+            raise DocCommandError(f"`{span}`: no subcommand {words!r}")
+        if not placeholder and len(args) > 1:
+            check_cli(args)
+
+
+def test_inline_commands(monkeypatch):
+    """The commands quoted inline in the prose name real extras, scripts and subcommands."""
+    bad = []
+    for path in DOCS:
+        with open(os.path.join(ROOT, path)) as f:
+            for span in INLINE.findall(f.read()):
+                try:
+                    check_inline(span, monkeypatch)
+                except DocCommandError as e:
+                    bad.append(f"{path}: {e}")
+    assert not bad, bad
+
+
 def github_anchor(heading: str) -> str:
     """GitHub's anchor of a markdown heading."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
@@ -478,6 +516,17 @@ def test_checker_accepts_a_good_snippet_and_reads_its_values(monkeypatch):
     assert kind == "cli" and namespace.command == "train"
     assert (values.config.seeds, values.config.num_steps, values.workdir) == (2, 7, "runs/x")
     assert kind2 == "experiment" and sweep.lr == [1e-3, 2e-3] and sweep.layers == [4]
+
+
+@pytest.mark.parametrize("span, message", [
+    ('pip install -e ".[cuda99]"', "cuda99"),
+    ("python experiments/report.py --protocl quick", "--protocl"),
+    ("s4dm-jax trian", "no subcommand 'trian'"),
+    ("s4dm-jax train --config=configs/dt.py:embedded --config.num_stepz=3", "num_stepz"),
+])
+def test_inline_checker_rejects_a_bad_span(span, message, monkeypatch):
+    with pytest.raises(DocCommandError, match=re.escape(message)):
+        check_inline(span, monkeypatch)
 
 
 def test_shell_commands_split():

@@ -93,7 +93,7 @@ def part_table() -> list[Part]:
     train = [Part(f"train_{d}_{m}", 90, 20, 300) for d, order in
              (("float32", MODELS), ("bfloat16", ("dt", "mamba", "s4dm", "bc"))) for m in order]
     return [Part("versions", 60, 10, 120), *train, Part("tests", 100, 30, 300),
-            Part("torch_dt", 75, 25, 300), Part("e2e", 90, 30, 300), Part("cache", 45, 20, 300),
+            Part("torch_dt", 90, 25, 300), Part("e2e", 90, 30, 300), Part("cache", 45, 20, 300),
             Part("inference", 60, 20, 300)]
 
 
@@ -310,7 +310,7 @@ def part_torch_dt(ctx: Context) -> dict:
     ctx.update(**out)
     path = os.path.join(ctx.work, "torch_dt.json")
     sizes = ["--seeds", "2", "--steps", "2", "--rounds", "1"] if ctx.dry else \
-        ["--seeds", "5", "--steps", "20", "--rounds", "3"]
+        ["--seeds", "5", "--steps", "20", "--rounds", "2"]  # a round starts torch afresh
     rc = ctx.run([PY, os.path.join(EXP, "compare_torch_dt.py"), "--kzl", kzl, "--torch-python",
                   wrapper, *sizes, "--device", "cuda" if cuda else "cpu", "--json", path],
                  env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
@@ -513,12 +513,14 @@ def collect(out: str) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "runs",
-                                                                            "device_check"))
+                                                                            "device_check"),
+                   help="results folder (default $OUT, else runs/device_check)")
     p.add_argument("--work", help="scratch folder (default: a fresh temporary one)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, CPU is fine (CI)")
     p.add_argument("--budget-s", type=float, help="all parts together (default 420, dry 2400)")
     p.add_argument("--only", nargs="+", metavar="PART", help="run only these parts")
-    p.add_argument("--bundle", default=os.path.join(ROOT, ".device_bundle"))
+    p.add_argument("--bundle", default=os.path.join(ROOT, ".device_bundle"),
+                   help="experiments/build_device_bundle.py's folder (manifest, kzl files)")
     p.add_argument("--kzl", help="kzl/decision-transformer files (default <bundle>/kzl)")
     p.add_argument("--torch-site", help="folder put first on the PyTorch reference's path "
                                         "(transformers 4.57, huggingface_hub < 1, tokenizers)")

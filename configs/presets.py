@@ -40,7 +40,11 @@ def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> 
 def apply_embedded(config: ml_collections.ConfigDict,
                    model_fields: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
     """Under the "embedded" preset, set `EMBEDDED` then the model's own `model_fields` (which
-    win where both name a field); other presets are returned unchanged."""
+    win where both name a field); under a T-Maze preset ("tmaze-...", configs/base.py) only the
+    model's "model.*" fields; other presets are returned unchanged."""
     if config.preset == "embedded":
         set_fields(config, {**EMBEDDED, **(model_fields or {})})
+    elif str(config.preset).startswith("tmaze-"):  # the same CPU-sized model on T-Maze data
+        set_fields(config, {k: v for k, v in (model_fields or {}).items()
+                            if k.startswith("model.")})
     return config

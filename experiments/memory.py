@@ -80,6 +80,8 @@ def cell_config(variant: str, dataset_spec: str, episode_steps: int, fields: dic
             _set(config, {"model.inference": "recurrent"})
     elif context == "K20":
         _set(config, {"model.context_len": 20, "episode_start_windows": False})
+    if "max_ep_len" in config.model:  # timestep embeddings cover the whole episode
+        _set(config, {"model.max_ep_len": max(int(config.model.max_ep_len), episode_steps)})
     _set(config, {"seeds": SEEDS, **fields})
     return config
 
@@ -96,10 +98,9 @@ def run_cell(study: str, cell: str, config, args) -> dict:
     workdir = os.path.join(args.runs, "memory", study, cell)
     results = train_and_evaluate(config, workdir, show_progress=not args.quiet)
     record = {"cell": cell, "config": json.loads(config.to_json()), "budget": budget(config),
-              "wall_times": results.get("wall_times"), "eval": [
-                  {"target_return": t, "returns_per_seed": r}
-                  for e in results["eval"]
-                  for t, r in zip(e["target_returns"], e["returns_per_seed"], strict=True)]}
+              "wall_times": results.get("wall_times"),
+              # per target: returns_per_seed [seeds][episodes] (T-Maze: success), lengths, means
+              "eval": results["eval"]}
     out = os.path.join(args.results, "memory", study, f"{cell}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

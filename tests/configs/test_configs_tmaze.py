@@ -45,3 +45,26 @@ def test_memory_cells_set_context_and_budget():
     assert cells["bc-L10"].dataset == "tmaze:passive-L10-mixed"
     b = memory.budget(cells["dt-K20-L10"])
     assert b["transitions_seen"] == b["steps"] * b["batch_size"] * 20
+    assert cells["dt-K20-L1000"].model.max_ep_len == 1001  # timesteps of the whole episode
+
+
+def test_memory_cell_record_has_per_seed_per_episode_success(tmp_path):
+    """A 2-step BC cell at L = 3 (5 seeds, 3 episodes each): the record holds the budget and
+    per seed the per-episode returns, each a success (0 or 1)."""
+    memory = _memory()
+    config = memory.cell_config("bc", "tmaze:passive-L3-mixed-n30", 4,
+                                {"num_steps": 2, "eval.episodes": 3, "optim.warmup_steps": 0,
+                                 "steps_per_call": 2, "checkpoint_every": 2, "log_every": 2})
+    args = memory.argparse.Namespace(runs=str(tmp_path / "runs"),
+                                     results=str(tmp_path / "results"), quiet=True)
+    record = memory.run_cell("passive-mixed", "bc-L3", config, args)
+    saved = memory.json.load(open(tmp_path / "results" / "memory" / "passive-mixed" /
+                                  "bc-L3.json"))
+    assert saved == memory.json.loads(memory.json.dumps(record))
+    (entry,) = saved["eval"]
+    assert entry["target_return"] == 1.0
+    returns = entry["returns_per_seed"]
+    assert len(returns) == 5 and all(len(r) == 3 for r in returns)
+    assert all(v in (0.0, 1.0) for r in returns for v in r)
+    assert saved["budget"] == {"steps": 2, "batch_size": 256, "context_len": 1,
+                               "transitions_seen": 512}

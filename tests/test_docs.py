@@ -80,7 +80,7 @@ TINY_MODEL = {
     "bc": ["--config.model.hidden_dims=(16, 16)"],
 }
 TINY_COLLECT = ["--steps", "300", "--ref-episodes", "2", "--no-progress"]
-SYNTAX_ONLY = ("python3 -m venv", ".", "source", "pytest", "tensorboard")
+SYNTAX_ONLY = (["python3", "-m", "venv"], ["."], ["source"], ["pytest"], ["tensorboard"])
 # Appended to a documented experiments/ command for its run ({tmp}: the tests' folder).
 TINY_SCRIPTS = {"experiments/report.py": ["--out", "{tmp}/report", "--reps", "50"]}
 
@@ -152,7 +152,7 @@ def command_kind(argv: list[str]) -> tuple[str, list[str]]:
         return "experiment", argv[1:]
     if argv[0] == "pip":
         return "pip", argv[1:]
-    if any(" ".join(argv).startswith(prefix) for prefix in SYNTAX_ONLY):
+    if any(argv[:len(prefix)] == prefix for prefix in SYNTAX_ONLY):
         return "syntax", argv
     return "unknown", argv
 

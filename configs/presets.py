@@ -47,4 +47,6 @@ def apply_embedded(config: ml_collections.ConfigDict,
     elif str(config.preset).startswith("tmaze-"):  # the same CPU-sized model on T-Maze data
         set_fields(config, {k: v for k, v in (model_fields or {}).items()
                             if k.startswith("model.")})
+        if config.episode_start_windows:  # whole episodes: the context is the episode
+            set_fields(config, {"model.context_len": config.eval.max_episode_steps})
     return config

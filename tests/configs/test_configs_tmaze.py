@@ -25,6 +25,8 @@ def test_tmaze_preset_points_at_generated_data(module):
     assert c.preset == "tmaze-active-L30-medium" and c.dataset == "tmaze:active-L30-medium"
     assert c.rtg_scale == 1.0 and list(c.eval.target_returns) == [1.0]
     assert c.eval.max_episode_steps == 33  # the active maze's episode: L + 3
+    if c.episode_start_windows:  # S4DM: whole episodes, its context is the episode
+        assert c.model.context_len == 33
     ds = load_dataset(c.dataset)
     assert ds.episode_lengths.max() == c.eval.max_episode_steps
     with pytest.raises(Exception, match="tmaze:passive-L100-mixed"):

@@ -252,6 +252,7 @@ def check_experiment(args: list[str], monkeypatch) -> argparse.Namespace:
     monkeypatch.syspath_prepend(os.path.dirname(script))
     spec = importlib.util.spec_from_file_location(f"doc_{os.path.basename(script)[:-3]}", script)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     parse = argparse.ArgumentParser.parse_args
 

@@ -134,7 +134,7 @@ def rollout(env_id: str, policy, steps: int, seed: int, *, deterministic: bool =
 
     try:
         with tqdm(total=steps, desc=desc, disable=not progress, mininterval=1.0) as pbar:
-            result = run_episodes(envs, act, seed=seed, steps_per_env=steps, record=True,
+            result = run_episodes(envs, act, seed=seed, steps_per_env=steps, keep=("transitions",),
                                   on_steps=pbar.update)
     finally:
         envs.close()

@@ -16,7 +16,7 @@ run through here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import gymnasium
 import numpy as np
@@ -45,27 +45,34 @@ class RunResult:
     truncated: np.ndarray   # bool [M] cut by a time limit or the step budget
     env_index: np.ndarray   # int [M] the copy that ran it
     env_steps: int          # recorded steps, sum(lengths)
-    # record=True: per episode observations [T+1, ...] (the final one included), actions
+    # keep "transitions": per episode observations [T+1, ...] (the final one included), actions
     # [T, ...], rewards f64 [T], terminations / truncations bool [T] (set only at the last step)
     episodes: list[dict[str, np.ndarray]] | None = None
-    # render=True: per episode the T+1 frames (first observation's, then one per step)
+    # keep "frames": per episode the T+1 frames (first observation's, then one per step)
     frames: list[list[np.ndarray]] | None = None
+
+
+# What run_episodes can return besides returns and lengths (its `keep`).
+KEEP = ("transitions", "frames")
 
 
 def run_episodes(envs: gymnasium.vector.VectorEnv, policy: Policy, *, seed: int | None,
                  episodes_per_env: int | None = None, steps_per_env: int | None = None,
-                 max_episode_steps: int | None = None, record: bool = False,
-                 render: bool = False,
+                 max_episode_steps: int | None = None, keep: Collection[str] = (),
                  on_steps: Callable[[int], None] | None = None) -> RunResult:
     """Reset `envs` (copy i seeded `seed` + i) and run `policy` until every copy has run
     `episodes_per_env` episodes or exactly `steps_per_env` steps (exactly one of the two; the
     last episode of a step budget is cut there and marked truncated).
 
     max_episode_steps: cut (truncate) episodes at this many steps (None: only the env's own
-    time limit). record: return each episode's transitions; render: its frames (the vector env
-    made with render_mode="rgb_array"). on_steps(k) is called with the k steps recorded at each
-    vector step (progress bars).
+    time limit). keep: what to return besides returns and lengths, any of KEEP: "transitions"
+    (each episode's), "frames" (its frames; the vector env made with render_mode="rgb_array").
+    on_steps(k) is called with the k steps recorded at each vector step (progress bars).
     """
+    unknown = sorted(set(keep) - set(KEEP))
+    if unknown or isinstance(keep, str):
+        raise ValueError(f"run_episodes: keep={keep!r} must be a collection of {KEEP}")
+    record, render = "transitions" in keep, "frames" in keep
     if (episodes_per_env is None) == (steps_per_env is None):
         raise ValueError("run_episodes: pass exactly one of episodes_per_env and steps_per_env")
     if min(episodes_per_env or 1, steps_per_env or 1, max_episode_steps or 1) < 1:

@@ -250,7 +250,7 @@ def render_episode(model, params, path: str, settings: EvalSettings, *, fps: int
         one_seed = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], params)
         policy = ReturnConditionedPolicy(model, one_seed, one, envs.single_action_space)
         result = run_episodes(envs, policy, seed=one.seed, episodes_per_env=1,
-                              max_episode_steps=one.max_steps, render=True)
+                              max_episode_steps=one.max_steps, keep=("frames",))
     finally:
         envs.close()
     imageio.mimsave(path, result.frames[0][::2], duration=2000 / fps, loop=0)

@@ -39,6 +39,8 @@ def causal_attention_mask(key_mask: jax.Array | None, length: int) -> jax.Array:
     return nn.combine_masks(causal, padding, dtype=jnp.bool_)
 
 
+# Framework-imposed signature (10 parameters): Flax's `attention_fn`, which
+# MultiHeadDotProductAttention calls with these keywords.
 def gpt2_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate: float = 0.0,
                    deterministic: bool = True, dtype=None, precision=None,
                    force_fp32_for_softmax: bool = False) -> jax.Array:

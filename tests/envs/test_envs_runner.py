@@ -56,7 +56,7 @@ def test_episodes_equal_a_plain_gymnasium_loop_per_copy(env_id, tmp_path, monkey
                                                    np.float32)), 3
     seed, episodes = 7, 2
     envs = make_vector_env(env_id, n)
-    res = run_episodes(envs, policy, seed=seed, episodes_per_env=episodes, record=True)
+    res = run_episodes(envs, policy, seed=seed, episodes_per_env=episodes, keep=("transitions",))
     envs.close()
     assert res.env_index.tolist() == [0, 0, 1, 1, 2, 2]
     for i in range(n):
@@ -92,7 +92,7 @@ def test_termination_and_truncation_are_recorded_apart():
 def test_resets_never_mix_episodes_and_contexts_follow_them():
     policy, seen = push([1.0, 0.0])
     envs = make_vector_env(COUNTER_ID, 2)
-    res = run_episodes(envs, policy, seed=3, episodes_per_env=3, record=True)
+    res = run_episodes(envs, policy, seed=3, episodes_per_env=3, keep=("transitions",))
     envs.close()
     for j, ep in enumerate(res.episodes):
         obs = ep["observations"]
@@ -114,7 +114,7 @@ def test_a_step_budget_cuts_the_last_episode():
     policy, _ = push([0.0])
     counted = []
     envs = make_vector_env(COUNTER_ID, 1)
-    res = run_episodes(envs, policy, seed=0, steps_per_env=20, record=True,
+    res = run_episodes(envs, policy, seed=0, steps_per_env=20, keep=("transitions",),
                        on_steps=counted.append)
     envs.close()
     assert res.lengths.tolist() == [COUNTER_LIMIT, 20 - COUNTER_LIMIT] and sum(counted) == 20
@@ -125,7 +125,7 @@ def test_a_step_budget_cuts_the_last_episode():
 def test_frames_show_each_episode_from_its_first_to_its_final_state():
     policy, _ = push([1.0])
     envs = make_vector_env(COUNTER_ID, 1, render_mode="rgb_array")
-    res = run_episodes(envs, policy, seed=0, episodes_per_env=2, render=True)
+    res = run_episodes(envs, policy, seed=0, episodes_per_env=2, keep=("frames",))
     envs.close()
     for k, frames in enumerate(res.frames):
         assert len(frames) == res.lengths[k] + 1
@@ -140,6 +140,9 @@ def test_bad_arguments_are_refused():
         run_episodes(envs, policy, seed=0)
     with pytest.raises(ValueError, match="exactly one of"):
         run_episodes(envs, policy, seed=0, episodes_per_env=1, steps_per_env=3)
+    for keep in ("frames", ("transitions", "videos")):
+        with pytest.raises(ValueError, match="must be a collection of"):
+            run_episodes(envs, policy, seed=0, episodes_per_env=1, keep=keep)
     envs.close()
     same_step = make_vector_env(COUNTER_ID, 1,
                                 autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)

@@ -81,7 +81,7 @@ def test_render_episode_runs_through_the_runner(runner_calls, tmp_path):
                                        state_mean=np.zeros(3), state_std=np.ones(3),
                                        rtg_scale=1.0, max_steps=9, seed=2)
     ret = evaluation.render_episode(model, params, str(tmp_path / "x.gif"), settings)
-    assert runner_calls[0]["render"] is True
+    assert runner_calls[0]["keep"] == ("frames",)
     stacked = jax.tree_util.tree_map(lambda x: x[None], params)
     res = evaluation.rollout(model, stacked, settings)
     assert ret == res.returns[0, 0, 0]  # the same episode as evaluation's
@@ -122,7 +122,7 @@ def test_collection_runs_through_the_runner_with_the_old_loops_transitions(
         behaviour, runner_calls, small_policy):
     policy = small_policy if behaviour == "policy" else None
     got = collect.rollout("Hopper-v5", policy, 90, seed=3, progress=False)
-    assert runner_calls[0]["steps_per_env"] == 90 and runner_calls[0]["record"] is True
+    assert runner_calls[0]["steps_per_env"] == 90 and runner_calls[0]["keep"] == ("transitions",)
     want = old_collect_loop("Hopper-v5", policy, 90, seed=3)
     assert len(got) == len(want) >= 3 and sum(len(e["actions"]) for e in got) == 90
     for g, w in zip(got, want, strict=True):

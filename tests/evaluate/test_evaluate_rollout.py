@@ -75,7 +75,8 @@ def _recorded_rtgs(monkeypatch):
             actions = policy(obs, ctx)
             seen["rtg"].append(float(policy.rtg[0, 0]))
             return actions
-        result = runner.run_episodes(envs, record, **{**kwargs, "record": True})
+        keep = (*kwargs.pop("keep", ()), "transitions")
+        result = runner.run_episodes(envs, record, keep=keep, **kwargs)
         seen["rewards"] = result.episodes[0]["rewards"]
         return result
     monkeypatch.setattr(evaluation, "run_episodes", recording)

@@ -16,6 +16,17 @@ import subprocess
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "numpy", "mujoco", "gymnasium")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def library_versions(names=VERSIONED) -> dict[str, str]:
     """{distribution name: installed version} of `names` (those not installed are left out)."""
     out = {}

@@ -50,7 +50,7 @@ from s4dm_jax.data.errors import DatasetError
 from s4dm_jax.data.minari_io import default_store_root, incomplete_reason, store_env
 from s4dm_jax.envs import StepContext, make_env, make_vector_env, run_episodes
 from s4dm_jax.envs.make import mujoco_warnings_to_logging
-from s4dm_jax.provenance import git_commit, machine_record
+from s4dm_jax.provenance import git_commit, machine_record, process_alive
 from s4dm_jax.rl import Policy, ReplayBuffer, SACTrainConfig, split_episodes, train_sac
 from s4dm_jax.rl.train import SAC_ENV
 
@@ -267,20 +267,10 @@ def remove_stale_temporaries(root) -> list[Path]:
         return removed
     for path in store.glob(f"{TMP_PREFIX}*"):
         pid = path.name[len(TMP_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _episode_stats(episodes) -> dict:

@@ -18,6 +18,8 @@ import threading
 import time
 import uuid
 
+from s4dm_jax.provenance import process_alive
+
 LOCK_FILE = ".s4dm_jax.lock"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0  # ten missed heartbeats
@@ -25,16 +27,6 @@ STALE_S = 300.0  # ten missed heartbeats
 
 class WorkdirBusyError(RuntimeError):
     """Another live run holds the workdir; the message names its host and pid."""
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 def _read_holder(path: str) -> dict:
@@ -60,7 +52,7 @@ def stale_reason(holder: dict, heartbeat_age_s: float, stale_s: float = STALE_S)
         return f"no heartbeat for {heartbeat_age_s:.0f} s"
     pid = holder.get("pid")
     if holder.get("host") == socket.gethostname() and isinstance(pid, int):
-        if not _pid_running(pid):
+        if not process_alive(pid):
             return f"pid {pid} is not running on this host"
     return None
 

@@ -42,11 +42,10 @@ from jax.sharding import PartitionSpec as P
 
 from s4dm_jax.configs import dt as dt_config
 from s4dm_jax.configs import mamba as mamba_config
-from s4dm_jax.nn import MambaBlock, MambaResidualBlock, ssm_param_mask
+from s4dm_jax.nn import MambaBlock, MambaResidualBlock
 from s4dm_jax.nn.mamba import causal_depthwise_conv
 from s4dm_jax.ssm import selective
 from s4dm_jax.train import trainer
-from s4dm_jax.train.optim import make_optimizer
 
 
 def _sync(tree):
@@ -92,16 +91,15 @@ def add_full_steps(bench: Bench, name: str, config, steps_per_call: int):
     _, sampler, model = trainer.build(config)
     mesh = trainer.make_mesh(config.seed_axis_devices)
     probe = model.init(jax.random.PRNGKey(0))
-    mask = ssm_param_mask(probe)
-    optimizer = make_optimizer(config.optim, mask if any(jax.tree_util.tree_leaves(mask))
-                               else None)
-    state = trainer.init_state(model, optimizer, trainer.seed_keys(config.seed, config.seeds))
+    make_opt, _ = trainer.build_optimizer(config, model)
+    state = trainer.init_run_state(config, model, make_opt)
     state = jax.device_put(state, NamedSharding(mesh, P("seed")))
     arrays = jax.device_put(sampler.arrays, NamedSharding(mesh, P()))
-    chunk = trainer.make_train_chunk(model, optimizer, batch_size=config.batch_size,
-                                     context_len=model.context_len, num_steps=steps_per_call,
-                                     mesh=mesh)
-    bench.add(f"step[{name}]", chunk, state, arrays, divisor=steps_per_call)
+    chunk = trainer.make_train_chunk(model, make_opt(), batch_size=config.batch_size,
+                                     context_len=model.context_len, max_steps=steps_per_call,
+                                     mesh=mesh, episode_start_windows=config.episode_start_windows)
+    bench.add(f"step[{name}]", chunk, state, arrays, jnp.int32(steps_per_call),
+              divisor=steps_per_call)
 
     batch = sampler.sample(jax.random.PRNGKey(1), config.batch_size)
 

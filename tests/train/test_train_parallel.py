@@ -10,17 +10,20 @@ import jax
 import numpy as np
 from runner_configs import ROOT, tiny_config
 
-from s4dm_jax.nn import ssm_param_mask
-from s4dm_jax.train.optim import make_optimizer
-from s4dm_jax.train.trainer import build, init_state, make_mesh, make_train_chunk, seed_keys
+from s4dm_jax.train.trainer import (
+    build,
+    build_optimizer,
+    init_state,
+    make_mesh,
+    make_train_chunk,
+    seed_keys,
+)
 
 
 def _setup(model_name, **overrides):
     config = tiny_config(model_name, **overrides)
     _, sampler, model = build(config)
-    mask = ssm_param_mask(model.init(jax.random.PRNGKey(0)))
-    opt = make_optimizer(config.optim, mask if any(jax.tree_util.tree_leaves(mask)) else None)
-    return config, sampler, model, opt
+    return config, sampler, model, build_optimizer(config, model)[0]()
 
 
 def test_vmapped_three_seeds_equal_three_single_seed_runs():
@@ -100,7 +103,7 @@ def test_chunk_lengths_do_not_change_training():
 
 def test_vmapped_learning_rates_equal_separate_runs():
     """config.sweep: trial (lr, seed) of one vmapped program == a run with that lr and seed."""
-    from s4dm_jax.train.trainer import build_optimizer, trial_inputs, trial_table
+    from s4dm_jax.train.trainer import trial_inputs, trial_table
 
     config = tiny_config("dt", **{"sweep.learning_rate": (1e-3, 3e-3), "seeds": 2})
     _, sampler, model = build(config)

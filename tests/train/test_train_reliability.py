@@ -257,12 +257,11 @@ def test_no_restorable_checkpoint_is_an_error_that_keeps_them(finished):
 
 
 def _latest_params(workdir):
-    from s4dm_jax.train.optim import make_optimizer
-    from s4dm_jax.train.trainer import build, init_state, seed_keys
+    from s4dm_jax.train.trainer import build, init_run_state
 
     config = tiny_config("bc")
     _, _, model = build(config)
-    state = init_state(model, make_optimizer(config.optim), seed_keys(0, 1))
+    state = init_run_state(config, model)
     manager = checkpoint.open_manager(workdir, 3)
     restored = checkpoint.restore_latest(manager, state, workdir)
     manager.close()

@@ -17,18 +17,14 @@ from s4dm_jax.train.trainer import ConfigError, TrainingDivergedError, train_and
 
 
 def _params_of_latest(workdir):
-    from s4dm_jax.nn import ssm_param_mask
-    from s4dm_jax.train.optim import make_optimizer
-    from s4dm_jax.train.trainer import build, init_state, seed_keys
+    from s4dm_jax.train.trainer import build, init_run_state
 
     with open(os.path.join(workdir, "results.json")) as f:
         import ml_collections
 
         config = ml_collections.ConfigDict(json.load(f)["config"])
     _, _, model = build(config)
-    mask = ssm_param_mask(model.init(jax.random.PRNGKey(0)))
-    opt = make_optimizer(config.optim, mask if any(jax.tree_util.tree_leaves(mask)) else None)
-    state = init_state(model, opt, seed_keys(config.seed, config.seeds))
+    state = init_run_state(config, model)
     manager = checkpoint.open_manager(workdir, 3)
     restored = checkpoint.restore_latest(manager, state, workdir)
     manager.close()

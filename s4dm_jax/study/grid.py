@@ -295,7 +295,7 @@ def config_changes(stored: dict, current: dict) -> list[str]:
 
 
 # The generator's statistics that tell two realisations of one dataset recipe apart (the same
-# command gives other data on another host: README "Generating datasets").
+# command gives other data on another host: docs/datasets.md, "Reproducibility across hosts").
 DATA_IDENTITY = (("dataset_episodes", "episodes", "{}"), ("dataset_steps", "steps", "{}"),
                  ("dataset_return_mean", "mean return", "{:.1f}"),
                  ("dataset_return_std", "return std", "{:.1f}"))

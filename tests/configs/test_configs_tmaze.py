@@ -36,7 +36,8 @@ def test_tmaze_preset_points_at_generated_data(module):
 def test_memory_cells_set_context_and_budget():
     memory = _memory()
     args = memory.argparse.Namespace(lengths=[10, 1000], kind="passive", quality="mixed",
-                                     models=list(memory.VARIANTS), steps=None, episodes=1)
+                                     models=list(memory.VARIANTS), steps=None, episodes=1,
+                                     all_lengths=True)
     cells = {cell: c for _, cell, c in memory.tmaze_cells(args)}
     assert "dt-Kepisode-L10" in cells and "dt-Kepisode-L1000" not in cells  # K too long
     s = cells["s4dm-L1000"]
@@ -48,6 +49,11 @@ def test_memory_cells_set_context_and_budget():
     b = memory.budget(cells["dt-K20-L10"])
     assert b["transitions_seen"] == b["steps"] * b["batch_size"] * 20
     assert cells["dt-K20-L1000"].model.max_ep_len == 1001  # timesteps of the whole episode
+    assert cells["s4dm-L10"].num_steps == 100 and cells["s4dm-L10"].optim.warmup_steps == 10
+    args.all_lengths = False  # the hour's budget: whole-episode Mamba / DT at L <= 30 only
+    names = [cell for _, cell, _ in memory.tmaze_cells(args)]
+    assert "mamba-recurrent-L10" in names and "mamba-recurrent-L1000" not in names
+    assert "s4dm-L1000" in names
 
 
 def test_memory_cell_record_has_per_seed_per_episode_success(tmp_path):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI's second interpreter: Python 3.12 with the newest jax that pyproject.toml allows (the main
-# job at a small num_steps, then the fast ssm/nn/models/train tests), then the same venv with
+# job at a small num_steps, then the fast ssm/nn/models/train tests and the Colab notebook,
+# executed on this interpreter's kernel as on Colab's Python 3.12), then the same venv with
 # jax/jaxlib 0.11.2, whose XLA:CPU FFT deadlock s4dm_jax works around (the reproducer and the
 # main job must finish). Prints a loud warning and exits 0 when no Python 3.12 is found.
 set -euo pipefail
@@ -28,7 +29,8 @@ timeout 900 python -m s4dm_jax.main --workdir="$WORK/main" --config.num_steps=30
     --config.eval.episodes=1 --noprogress | tail -n 8
 timeout 1500 pytest -q -p no:cacheprovider tests/ssm tests/nn tests/models tests/test_jax_compat.py \
     tests/train/test_train_runner.py tests/train/test_train_optim.py \
-    tests/train/test_train_validation.py tests/train/test_train_cluster.py
+    tests/train/test_train_validation.py tests/train/test_train_cluster.py \
+    tests/study/test_study_notebook.py  # the Colab notebook on Python 3.12, as on Colab
 echo "== jax 0.11.2 (the accelerator image's release): deadlock reproducer and main job"
 pip install -q "jax==0.11.2" "jaxlib==0.11.2"
 timeout 900 pytest -q -p no:cacheprovider tests/test_jax_compat.py

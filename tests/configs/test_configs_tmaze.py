@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from configs import base, bc, dt, mamba, s4dm
+from s4dm_jax.configs import base, bc, dt, mamba, s4dm
 from s4dm_jax.data import load_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -41,9 +41,11 @@ VARIANTS = {
 DT_MAX_CONTEXT = 303  # DT attends over 3 tokens per step: K = 303 is 909 tokens (fits on CPU)
 SEEDS = 5
 # Equal steps for every model (the grid's convention); transitions seen differ (`budget`).
-# Sized from step times measured on a 2-core CPU (issue 26's report): the L sweep at 100 steps
-# with mamba-recurrent and dt-Kepisode at L <= 30 is about an hour of that CPU.
-TMAZE_BUDGET = {"num_steps": 100, "optim.warmup_steps": 10, "eval.episodes": 50}
+# Sized from step times measured on a 2-core CPU, 5 seeds vmapped (s/step at L = 10/30/100/300:
+# s4dm 0.015/0.028/0.088/0.32, bc 0.006-0.009, dt-K20 0.9-1.7, mamba-window 0.5-1.0,
+# mamba-recurrent 0.30/0.86 at L = 10/30, dt-Kepisode 0.42/1.7): all cells together take
+# ~12 s per step, so 200 steps plus compilation and evaluation (~25 s a cell) is ~45-60 min.
+TMAZE_BUDGET = {"num_steps": 200, "optim.warmup_steps": 20, "eval.episodes": 50}
 EPISODE_CONTEXT_MAX_L = {"mamba-recurrent": 30, "dt-Kepisode": 30}  # --all-lengths lifts it
 MASKED_DATASETS = {"hopper": "masked:s4dm/hopper/medium-v0",
                    "walker2d": "masked:s4dm/walker2d/medium-v0"}

@@ -49,7 +49,7 @@ def test_memory_cells_set_context_and_budget():
     b = memory.budget(cells["dt-K20-L10"])
     assert b["transitions_seen"] == b["steps"] * b["batch_size"] * 20
     assert cells["dt-K20-L1000"].model.max_ep_len == 1001  # timesteps of the whole episode
-    assert cells["s4dm-L10"].num_steps == 100 and cells["s4dm-L10"].optim.warmup_steps == 10
+    assert cells["s4dm-L10"].num_steps == 200 and cells["s4dm-L10"].optim.warmup_steps == 20
     args.all_lengths = False  # the hour's budget: whole-episode Mamba / DT at L <= 30 only
     names = [cell for _, cell, _ in memory.tmaze_cells(args)]
     assert "mamba-recurrent-L10" in names and "mamba-recurrent-L1000" not in names

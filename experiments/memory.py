@@ -17,6 +17,7 @@ intervals. Model sizes are each model's CPU-sized "embedded" preset.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
 import os
@@ -26,7 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import base  # noqa: E402  (configs/ is a folder of the repository)
+from configs.presets import set_fields  # noqa: E402
 from s4dm_jax.data.tmaze import parse_spec  # noqa: E402
+from s4dm_jax.provenance import git_commit, machine_record  # noqa: E402
 from s4dm_jax.train.trainer import train_and_evaluate  # noqa: E402
 
 # variant -> (model config file, how its context is set: "K20", "episode" or "bc")
@@ -59,15 +62,6 @@ def _get(config, dotted):
     return node
 
 
-def _set(config, fields):
-    for dotted, value in fields.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-
-
 def cell_config(variant: str, dataset_spec: str, episode_steps: int, fields: dict):
     """The config of one cell: the model's embedded preset (sizes, optimiser) with the data,
     evaluation and budget of `dataset_spec`; context per VARIANTS; `fields` last."""
@@ -77,18 +71,18 @@ def cell_config(variant: str, dataset_spec: str, episode_steps: int, fields: dic
         data = base.tmaze_config(dataset_spec[len("tmaze:"):])
         for key in ("preset", "dataset", "rtg_scale", "eval.target_returns",
                     "eval.max_episode_steps"):
-            _set(config, {key: _get(data, key)})
+            set_fields(config, {key: _get(data, key)})
     else:
-        _set(config, {"dataset": dataset_spec})
+        set_fields(config, {"dataset": dataset_spec})
     if context == "episode":
-        _set(config, {"model.context_len": episode_steps, "episode_start_windows": True})
+        set_fields(config, {"model.context_len": episode_steps, "episode_start_windows": True})
         if variant == "mamba-recurrent":
-            _set(config, {"model.inference": "recurrent"})
+            set_fields(config, {"model.inference": "recurrent"})
     elif context == "K20":
-        _set(config, {"model.context_len": 20, "episode_start_windows": False})
+        set_fields(config, {"model.context_len": 20, "episode_start_windows": False})
     if "max_ep_len" in config.model:  # timestep embeddings cover the whole episode
-        _set(config, {"model.max_ep_len": max(int(config.model.max_ep_len), episode_steps)})
-    _set(config, {"seeds": SEEDS, **fields})
+        set_fields(config, {"model.max_ep_len": max(int(config.model.max_ep_len), episode_steps)})
+    set_fields(config, {"seeds": SEEDS, **fields})
     return config
 
 
@@ -104,7 +98,9 @@ def run_cell(study: str, cell: str, config, args) -> dict:
     workdir = os.path.join(args.runs, "memory", study, cell)
     results = train_and_evaluate(config, workdir, show_progress=not args.quiet)
     record = {"cell": cell, "config": json.loads(config.to_json()), "budget": budget(config),
-              "wall_times": results.get("wall_times"),
+              "wall_times": results.get("wall_times"), "git_commit": git_commit(),
+              "machine": machine_record(),
+              "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               # per target: returns_per_seed [seeds][episodes] (T-Maze: success), lengths, means
               "eval": results["eval"]}
     out = os.path.join(args.results, "memory", study, f"{cell}.json")

@@ -23,6 +23,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -30,6 +32,7 @@ from configs import base  # noqa: E402  (configs/ is a folder of the repository)
 from configs.presets import set_fields  # noqa: E402
 from s4dm_jax.data.tmaze import parse_spec  # noqa: E402
 from s4dm_jax.provenance import git_commit, machine_record  # noqa: E402
+from s4dm_jax.study import stats  # noqa: E402
 from s4dm_jax.train.trainer import train_and_evaluate  # noqa: E402
 
 # variant -> (model config file, how its context is set: "K20", "episode" or "bc")
@@ -140,9 +143,79 @@ def masked_cells(args):
                                                          fields)
 
 
+def success_table(study_dir: str) -> tuple[list[dict], str]:
+    """Rows (variant, L, success rate [95% CI over seeds], per-seed rates, budget) of every cell
+    JSON in `study_dir`, and their markdown table (variants x L). T-Maze returns are 1 on
+    success and 0 otherwise, so a seed's mean return over its episodes is its success rate; the
+    interval resamples seeds (s4dm_jax.study.stats, one generator per cell)."""
+    rows = []
+    for name in sorted(os.listdir(study_dir)):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(study_dir, name)) as f:
+            cell = json.load(f)
+        variant, length = cell["cell"].rsplit("-L", 1)
+        episodes = np.asarray(cell["eval"][0]["returns_per_seed"], np.float64)  # [S, E]
+        key = f"memory/{os.path.basename(study_dir)}/{cell['cell']}"
+        point, (lo, hi) = stats.interval(episodes[None], "mean", key)
+        rows.append({"variant": variant, "L": int(length), "success": point, "ci": [lo, hi],
+                     "per_seed": episodes.mean(axis=-1).tolist(), "budget": cell["budget"],
+                     "train_s": (cell.get("wall_times") or {}).get("train_s")})
+    lengths = sorted({r["L"] for r in rows})
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    lines = ["| model | " + " | ".join(f"L={n}" for n in lengths) + " |",
+             "|---|" + "---|" * len(lengths)]
+    for v in variants:
+        cells = {r["L"]: r for r in rows if r["variant"] == v}
+        lines.append(f"| {v} | " + " | ".join(
+            f"{cells[n]['success']:.2f} [{cells[n]['ci'][0]:.2f}, {cells[n]['ci'][1]:.2f}]"
+            if n in cells else "not run" for n in lengths) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def write_report(study_dir: str) -> str:
+    """report.md (the success table, budgets) and success_vs_length.png in `study_dir`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, table = success_table(study_dir)
+    budget_lines = ["| cell | steps | batch | K | transitions seen | train s |",
+                    "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["variant"], r["L"])):
+        b, train_s = r["budget"], r["train_s"]
+        budget_lines.append(f"| {r['variant']}-L{r['L']} | {b['steps']} | {b['batch_size']} | "
+                            f"{b['context_len']} | {b['transitions_seen']:,} | "
+                            f"{'?' if train_s is None else f'{train_s:.0f}'} |")
+    text = (f"# T-Maze success rate against corridor length ({os.path.basename(study_dir)})\n\n"
+            "Success rate over 5 seeds (a seed's rate: its evaluation episodes' mean) with 95% "
+            "bootstrap intervals over seeds.\n\n" + table + "\n## Budget\n\n"
+            + "\n".join(budget_lines) + "\n")
+    with open(os.path.join(study_dir, "report.md"), "w") as f:
+        f.write(text)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for v in VARIANTS:
+        mine = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["L"])
+        if mine:
+            ls = [r["L"] for r in mine]
+            ax.plot(ls, [r["success"] for r in mine], marker="o", label=v)
+            ax.fill_between(ls, [r["ci"][0] for r in mine], [r["ci"][1] for r in mine],
+                            alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("corridor length L")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(study_dir, "success_vs_length.png"), dpi=120)
+    plt.close(fig)
+    return text
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("study", choices=("tmaze", "masked", "time"))
+    p.add_argument("study", choices=("tmaze", "masked", "time", "report"))
     p.add_argument("--lengths", type=int, nargs="+", default=[10, 30, 100, 300])
     p.add_argument("--kind", choices=("passive", "active"), default="passive")
     p.add_argument("--quality", choices=("mixed", "medium"), default="mixed")
@@ -169,6 +242,10 @@ def main(argv=None):
                          wall.get("compile_s", float("nan")), budget(config)))
             print(f"{cell}: {rows[-1][1]:.4f} s/step (compile {rows[-1][2]:.1f} s)", flush=True)
         return rows
+    if args.study == "report":
+        study_dir = os.path.join(args.results, "memory", f"{args.kind}-{args.quality}")
+        print(write_report(study_dir))
+        return []
     cells = tmaze_cells(args) if args.study == "tmaze" else masked_cells(args)
     return [run_cell(study, cell, config, args) for study, cell, config in cells]
 

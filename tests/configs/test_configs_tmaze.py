@@ -1,6 +1,7 @@
 """T-Maze presets ('tmaze-<kind>-L<L>-<quality>') and the memory study's cell configs."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -76,3 +77,30 @@ def test_memory_cell_record_has_per_seed_per_episode_success(tmp_path):
     assert all(v in (0.0, 1.0) for r in returns for v in r)
     assert saved["budget"] == {"steps": 2, "batch_size": 256, "context_len": 1,
                                "transitions_seen": 512}
+
+
+def test_memory_report_tables_success_with_seed_level_intervals(tmp_path):
+    """Success rates are seed means of 0/1 episodes; the interval resamples seeds: identical
+    seeds give a point interval, disagreeing seeds a wide one; a missing cell says so."""
+    memory = _memory()
+    study = tmp_path / "passive-mixed"
+    study.mkdir()
+    cells = {"s4dm-L10": [[1, 1, 1, 1]] * 5,
+             "dt-K20-L10": [[1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]],
+             "dt-K20-L30": [[0, 1, 0, 1]] * 5}
+    for name, returns in cells.items():
+        record = {"cell": name, "eval": [{"target_return": 1.0, "returns_per_seed": returns}],
+                  "budget": {"steps": 2, "batch_size": 4, "context_len": 20,
+                             "transitions_seen": 160}, "wall_times": {"train_s": 1.5}}
+        (study / f"{name}.json").write_text(json.dumps(record))
+    rows, table = memory.success_table(str(study))
+    by = {(r["variant"], r["L"]): r for r in rows}
+    assert by[("s4dm", 10)]["success"] == 1.0 and by[("s4dm", 10)]["ci"] == [1.0, 1.0]
+    dt10 = by[("dt-K20", 10)]
+    assert dt10["success"] == pytest.approx(0.35) and dt10["per_seed"] == [0.25, 1, 0, 0.5, 0]
+    assert dt10["ci"][0] <= 0.15 and dt10["ci"][1] >= 0.6  # seeds disagree: wide
+    assert by[("dt-K20", 30)]["ci"] == [0.5, 0.5]  # seeds agree: episode noise is not counted
+    assert "| s4dm | 1.00 [1.00, 1.00] | not run |" in table
+    text = memory.write_report(str(study))
+    assert "| dt-K20-L10 | 2 | 4 | 20 | 160 | 2 |" in text
+    assert (study / "success_vs_length.png").stat().st_size > 0

@@ -329,7 +329,8 @@ def train_policy(env: str, out: str | os.PathLike, run: SACTrainConfig, *, comma
     out.mkdir(parents=True, exist_ok=True)
     res = train_sac(env_id, run, progress=progress)
     res.policy.meta["command"] = command
-    res.policy.meta["machine"] = machine_record()  # SAC's result depends on the host (docs/datasets.md)
+    # SAC's result depends on the host (docs/datasets.md)
+    res.policy.meta["machine"] = machine_record()
     res.policy.save(out / "policy")
     res.buffer.save(out / "replay.npz")
     log = {"command": command, "env_id": env_id, "seed": seed, "env_steps": res.env_steps,

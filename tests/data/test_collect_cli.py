@@ -50,7 +50,8 @@ def test_random_dataset_loads_with_refs_and_command(work, monkeypatch):
     prov = meta["s4dm_provenance"]
     assert prov["command"] == "python -m s4dm_jax.data.collect " + " ".join(argv)
     assert prov["seed"] == 1 and prov["kind"] == "random"
-    # where it was made: SAC's data differ across hosts (docs/datasets.md), so the dataset says which host
+    # where it was made: SAC's data differ across hosts (docs/datasets.md), so the dataset
+    # says which host
     assert prov["machine"]["cpus"] == os.cpu_count()
     assert prov["machine"]["libraries"]["mujoco"] == mujoco.__version__
     assert prov["git_commit"] == "unknown" or len(prov["git_commit"].split("+")[0]) == 40

@@ -7,8 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=""
-for candidate in python3.12 "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12; do
-    if command -v "$candidate" >/dev/null 2>&1; then PY="$(command -v "$candidate")"; break; fi
+# the pyenv root's own builds first (pyenv's python3.12 shim fails unless 3.12 is selected),
+# then PATH; a candidate counts only if it really runs Python 3.12
+for candidate in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12 python3.12; do
+    if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+        PY="$(command -v "$candidate")"; break
+    fi
 done
 if [ -z "$PY" ]; then
     echo "##########################################################################"

@@ -20,10 +20,11 @@ def test_only_jaxlib_0_11_is_affected(version, affected):
     assert _jax_compat.has_fft_deadlock(version) is affected
 
 
-def fake_jaxlib(monkeypatch, version):
+def fake_jaxlib(monkeypatch, version, backends_started=False):
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version",
                         lambda name: version if name == "jaxlib" else real(name))
+    monkeypatch.setattr(_jax_compat, "_backends_started", lambda: backends_started)
 
 
 def test_the_flag_is_added_on_0_11_and_kept_with_other_flags(monkeypatch):
@@ -34,6 +35,12 @@ def test_the_flag_is_added_on_0_11_and_kept_with_other_flags(monkeypatch):
     empty = {}
     apply_fft_deadlock_workaround(empty)
     assert empty == {"XLA_FLAGS": FFT_DEADLOCK_FLAG}
+
+
+def test_a_workaround_after_jax_started_warns_that_it_came_too_late(monkeypatch):
+    fake_jaxlib(monkeypatch, "0.11.2", backends_started=True)
+    with pytest.warns(UserWarning, match="cannot take effect in this process"):
+        assert apply_fft_deadlock_workaround({}) is True
 
 
 def test_other_releases_and_a_users_own_setting_are_left_alone(monkeypatch):

@@ -324,7 +324,10 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack, *,
               f"config.optim.learning_rate={config.optim.learning_rate:g} by the end. Lower "
               "--config.optim.warmup_steps for a short run.")
 
-    writer = SummaryWriter(os.path.join(log_dir, "tensorboard"))
+    # closed on any exit, an interruption or divergence too (an unclosed writer's exit hook
+    # fails on Python 3.12: "can't create new thread at interpreter shutdown")
+    writer = held.enter_context(contextlib.closing(
+        SummaryWriter(os.path.join(log_dir, "tensorboard"))))
     compile_s = 0.0
     try:
         if not evaluate_only:

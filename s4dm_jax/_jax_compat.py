@@ -6,8 +6,8 @@ pool and waits; when every thread of that pool is such a waiting FFT, nothing ru
 work and the program never returns (0% CPU; seen with the S4DM training chunk, whose backward
 pass has independent FFTs; reproducer: experiments/jax_fft_deadlock.py). jaxlib 0.10 and 0.12
 do not hang. XLA's flag --xla_cpu_multi_thread_eigen=false makes the FFT thunks
-single-threaded, which avoids it (it also makes the Eigen-backed matmuls and convolutions
-single-threaded; on a 2-core CPU that costs little: BENCHMARKS.md). It is added to
+single-threaded, which avoids it (it also makes XLA's Eigen-backed matmuls and convolutions
+single-threaded: a speed cost on many-core CPUs, not measured here). It is added to
 XLA_FLAGS for jaxlib 0.11.x only, and only if XLA_FLAGS does not already set it. XLA reads its
 flags when the first jax backend starts, so s4dm_jax must be imported before jax computes
 anything; otherwise a warning says the work-around came too late.

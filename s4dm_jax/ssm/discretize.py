@@ -13,8 +13,11 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import expm
 
+from s4dm_jax.ssm.precision import full_precision
+
 
 @jax.jit
+@full_precision
 def bilinear(A, B, dt):
     """Bilinear (Tustin): Ab = (I - dt/2 A)^-1 (I + dt/2 A), Bb = (I - dt/2 A)^-1 dt B.
 
@@ -29,6 +32,7 @@ def bilinear(A, B, dt):
 
 
 @jax.jit
+@full_precision
 def zoh(A, B, dt):
     """Zero-order hold: Ab = expm(dt A), Bb = (dt A)^-1 (expm(dt A) - I) dt B.
 
@@ -45,6 +49,7 @@ def zoh(A, B, dt):
 
 
 @jax.jit
+@full_precision
 def bilinear_diag(Lambda, B, dt):
     """Bilinear for diagonal A = diag(Lambda).
 
@@ -56,6 +61,7 @@ def bilinear_diag(Lambda, B, dt):
 
 
 @jax.jit
+@full_precision
 def zoh_diag(Lambda, B, dt):
     """ZOH for diagonal A: Ab_n = exp(dt a_n), Bb_n = (exp(dt a_n) - 1)/a_n * B_n.
 

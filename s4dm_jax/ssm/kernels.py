@@ -33,6 +33,7 @@ from jax import lax
 
 from s4dm_jax.ssm import discretize
 from s4dm_jax.ssm.linalg import small_inverse
+from s4dm_jax.ssm.precision import full_precision
 
 
 def _complex_dtype(*xs):
@@ -50,6 +51,7 @@ def conj_complete(x):
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
+@full_precision
 def naive(Ab, Bb, C, L: int):
     """Reference kernel by explicit powers: K_l = C Ab^l Bb for l < L (the test oracle).
 
@@ -66,6 +68,7 @@ def naive(Ab, Bb, C, L: int):
 
 
 @functools.partial(jax.jit, static_argnames=('L', 'method'))
+@full_precision
 def vandermonde(Lambda, B, C, dt, L: int, method: str = "zoh"):
     """S4D kernel of a diagonal conjugate-symmetric system (S4D, Gu et al. 2022).
 
@@ -91,6 +94,7 @@ def vandermonde(Lambda, B, C, dt, L: int, method: str = "zoh"):
 # ----------------------------------------------------------------------------- dense DPLR
 
 
+@full_precision
 def dplr_dense(Lambda, P, Q=None):
     """Dense A of the conjugate-completed DPLR system: diag(Lambda2) - P2^T conj(Q2).
 
@@ -101,6 +105,7 @@ def dplr_dense(Lambda, P, Q=None):
     return jnp.diag(conj_complete(Lambda)) - P2.T @ jnp.conj(Q2)
 
 
+@full_precision
 def dplr_discrete(Lambda, P, B, dt, Q=None):
     """Dense bilinear discretisation of the completed DPLR system -> Ab (2M, 2M), Bb (2M,)."""
     cdtype = _complex_dtype(Lambda, P, B)
@@ -179,6 +184,7 @@ def _complex_readout(c_r, M):
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
+@full_precision
 def dplr_c_tilde(Lambda, P, B, C, dt, L: int, Q=None):
     """C~ = (I - Ab^L)^T C of the completed system (first half), which bakes the truncation
     to length L into C.
@@ -199,6 +205,7 @@ def dplr_c_tilde(Lambda, P, B, C, dt, L: int, Q=None):
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
+@full_precision
 def dplr_c_from_tilde(Lambda, P, B, C_tilde, dt, L: int, Q=None):
     """Inverse of `dplr_c_tilde`: C = ((I - Ab^L)^T)^-1 C~ (first half). Shapes as there.
 
@@ -232,6 +239,7 @@ def _inverse_den(alpha, beta, y):
 
 
 @jax.custom_vjp
+@full_precision
 def _cauchy_products(alpha, beta, y, vv):
     """(Re(1/Den)^T @ vv, Im(1/Den)^T @ vv), each (K, J2), for alpha, beta (M,), y (K,),
     vv (M, J2) real.
@@ -245,10 +253,12 @@ def _cauchy_products(alpha, beta, y, vv):
     return gr.T @ vv, gi.T @ vv
 
 
+@full_precision
 def _cauchy_products_fwd(alpha, beta, y, vv):
     return _cauchy_products(alpha, beta, y, vv), (alpha, beta, y, vv)
 
 
+@full_precision
 def _cauchy_products_bwd(res, ct):
     alpha, beta, y, vv = res
     ct_r, ct_i = ct  # (K, J2)
@@ -269,6 +279,7 @@ def _cauchy_products_bwd(res, ct):
 _cauchy_products.defvjp(_cauchy_products_fwd, _cauchy_products_bwd)
 
 
+@full_precision
 def cauchy_conj_sums(v, Lambda, dt, L: int):
     """Cauchy sums over each mode and its conjugate at the roots of unity w_k, k < ceil(L/2).
 
@@ -296,6 +307,7 @@ def cauchy_conj_sums(v, Lambda, dt, L: int):
 
 
 @functools.partial(jax.jit, static_argnames=('L',))
+@full_precision
 def cauchy_dplr(Lambda, P, B, C_tilde, dt, L: int, Q=None):
     """S4 kernel of the conjugate-completed DPLR system (bilinear), via Cauchy + Woodbury.
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from s4dm_jax.ssm.linalg import small_inverse
+from s4dm_jax.ssm.precision import full_precision
 
 
 def _apply_A(Ab, x):
@@ -27,6 +28,7 @@ def _readout(C, x, conj_symmetric: bool):
     return 2.0 * jnp.real(y) if conj_symmetric else y
 
 
+@full_precision
 def step(Ab, Bb, C, x, u_t, conj_symmetric: bool = False):
     """One step: x_new = Ab x + Bb u_t, y_t = C x_new (2 Re(C x_new) if conj_symmetric).
 
@@ -38,6 +40,7 @@ def step(Ab, Bb, C, x, u_t, conj_symmetric: bool = False):
 
 
 @functools.partial(jax.jit, static_argnames=('conj_symmetric',))
+@full_precision
 def scan(Ab, Bb, C, u, x0=None, conj_symmetric: bool = False):
     """The recurrence over a sequence with lax.scan.
 
@@ -65,6 +68,7 @@ def _low_rank_outer(P, r):
     return jnp.sum(P * r[:, None].astype(P.dtype), axis=0)
 
 
+@full_precision
 def dplr_terms(Lambda, P, Q, dt):
     """Per-system constants of the O(M rank) DPLR step of the completed system.
 
@@ -108,6 +112,7 @@ def _dplr_update(s: DplrSystem, x, u_t):
     return Dv - D * _low_rank_outer(P, s.G @ _low_rank_inner(Qc, Dv))
 
 
+@full_precision
 def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
     """Bilinear DPLR step of the completed system in O(M rank): x_new = Ab x + Bb u_t with
     Ab = A1 A0, Bb = 2 A1 B (S4 appendix C.2), on the first half of the conjugate-symmetric state.
@@ -121,6 +126,7 @@ def dplr_step(Lambda, P, Q, B, C, dt, x, u_t):
 
 
 @jax.jit
+@full_precision
 def dplr_scan(Lambda, P, Q, B, C, dt, u, x0=None):
     """`dplr_step` over a sequence (lax.scan; the rank x rank inverse is computed once).
 

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from s4dm_jax.ssm.precision import full_precision
+
 METHODS = ("associative", "sequential", "chunked")
 # CPU: measured (experiments/profile_mamba.py, forward + backward at the preset shapes, 2-core
 # CPU) the chunked scan is about 4x faster than the associative one. Other backends keep the
@@ -88,6 +90,7 @@ def _check_shapes(u, delta, A, B, C, D):
 
 
 @functools.partial(jax.jit, static_argnames=("method", "chunk"))
+@full_precision
 def selective_scan(u, delta, A, B, C, D=None, *, method: str | None = None,
                    chunk: int = DEFAULT_CHUNK):
     """Selective scan from the zero state, independently for every leading batch index.
@@ -124,6 +127,7 @@ def _associative(u, delta, A, B, C):
     return _readout(h, C)
 
 
+@full_precision
 def selective_step(h, u_t, delta_t, A, B_t, C_t, D=None):
     """One step: h (..., D, N), u_t (..., D), delta_t (..., D), A (D, N), B_t, C_t (..., N),
     D (D,) or None -> (h_new (..., D, N), y_t (..., D))."""
@@ -146,6 +150,7 @@ def _sequential(u, delta, A, B, C):
 
 
 @jax.jit
+@full_precision
 def selective_scan_sequential(u, delta, A, B, C, D=None):
     """Reference selective scan with lax.scan over `selective_step`. Shapes as selective_scan."""
     return selective_scan(u, delta, A, B, C, D, method="sequential")
@@ -292,17 +297,20 @@ def _chunked_kernels(chunk: int):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+@full_precision
 def _chunked(u, delta, A, B, C, chunk):
     """y without the skip term; A (..., D, N) with size-1 batch dims. Memory O(L D) per
     sequence plus the chunk-start states O((L / chunk) D N)."""
     return _chunked_kernels(chunk)[0](u, delta, A, B, C)[0]
 
 
+@full_precision
 def _chunked_fwd(u, delta, A, B, C, chunk):
     y, h_starts = _chunked_kernels(chunk)[0](u, delta, A, B, C)
     return y, (u, delta, A, B, C, h_starts)
 
 
+@full_precision
 def _chunked_bwd(chunk, residuals, dy):
     return _chunked_kernels(chunk)[1](*residuals, dy)
 

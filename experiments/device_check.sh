@@ -3,7 +3,7 @@
 # experiments/device_check.py (its flags pass through). Built and called from the dev machine:
 #   python experiments/build_device_bundle.py --kzl <kzl/decision-transformer checkout>
 #   device run: command "bash experiments/device_check.sh", carry [".device_bundle"],
-#               timeout_s 540 (install ~30 s + the check's 420 s budget + margin)
+#               timeout_s 560 (install ~10 s + the check's 480 s budget + margin)
 # The machine has Python 3.12 with jax/flax/optax/torch; what it lacks comes from the bundle:
 # the dependencies into $SITE, this checkout built there (else the bundle's wheel of the commit
 # it was built from), transformers 4.57 into $TORCH_SITE (first on kzl's reference's path only).

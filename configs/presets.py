@@ -47,6 +47,9 @@ def apply_embedded(config: ml_collections.ConfigDict,
     elif str(config.preset).startswith("tmaze-"):  # the same CPU-sized model on T-Maze data
         set_fields(config, {k: v for k, v in (model_fields or {}).items()
                             if k.startswith("model.")})
+        episode = int(config.eval.max_episode_steps)
         if config.episode_start_windows:  # whole episodes: the context is the episode
-            set_fields(config, {"model.context_len": config.eval.max_episode_steps})
+            set_fields(config, {"model.context_len": episode})
+        if "max_ep_len" in config.model:  # timestep embeddings must cover the whole episode
+            set_fields(config, {"model.max_ep_len": max(int(config.model.max_ep_len), episode)})
     return config

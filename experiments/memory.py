@@ -6,6 +6,7 @@ only; optionally with delayed rewards).
     python experiments/memory.py tmaze --lengths 10 30 100 300 --kind passive --quality mixed
     python experiments/memory.py masked --envs hopper walker2d            # quick budget
     python experiments/memory.py masked --envs hopper --delayed
+    python experiments/memory.py masked --envs hopper --unmasked          # the control
     python experiments/memory.py time --lengths 10 30 100 300 --steps 20  # step times, no eval
 
 Each cell trains through `train_and_evaluate` (runs/memory/...) and writes
@@ -104,6 +105,7 @@ def run_cell(study: str, cell: str, config, args) -> dict:
               "wall_times": results.get("wall_times"), "git_commit": git_commit(),
               "machine": machine_record(),
               "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+              "dataset": results.get("dataset"),  # spec, env id, reference scores
               # per target: returns_per_seed [seeds][episodes] (T-Maze: success), lengths, means
               "eval": results["eval"]}
     out = os.path.join(args.results, "memory", study, f"{cell}.json")
@@ -134,13 +136,25 @@ def tmaze_cells(args):
                    cell_config(variant, spec, steps, fields))
 
 
+def masked_study(unmasked: bool, delayed: bool) -> str:
+    """The results folder of a masked-MuJoCo study: masked / unmasked, + -delayed."""
+    return ("unmasked" if unmasked else "masked") + ("-delayed" if delayed else "")
+
+
 def masked_cells(args):
+    """The quick cells on velocity-masked hopper / walker2d medium; with --unmasked the same
+    cells on the same data, unmasked (the control). Whole-episode DT and Decision Mamba would
+    attend over / train on 1000-step windows: not run here (the T-Maze study has them)."""
     for env in args.envs:
         for variant in args.models:
+            if VARIANTS[variant][1] == "episode" and variant != "s4dm":
+                print(f"{variant} on {env}: 1000-step episodes, not run in the masked study")
+                continue
             fields = {**MASKED_BUDGET, "delayed_reward": bool(args.delayed)}
-            study = "masked-delayed" if args.delayed else "masked"
-            yield study, f"{variant}-{env}", cell_config(variant, MASKED_DATASETS[env], 1000,
-                                                         fields)
+            spec = MASKED_DATASETS[env]
+            spec = spec[len("masked:"):] if args.unmasked else spec
+            yield (masked_study(args.unmasked, args.delayed), f"{variant}-{env}",
+                   cell_config(variant, spec, 1000, fields))
 
 
 def success_table(study_dir: str) -> tuple[list[dict], str]:
@@ -213,6 +227,69 @@ def write_report(study_dir: str) -> str:
     return text
 
 
+def _normalised_episodes(cell: dict) -> np.ndarray:
+    """[seeds, episodes] D4RL-normalised returns of a masked-study cell (its first target)."""
+    data = cell.get("dataset") or {}
+    lo, hi = data.get("ref_min_score"), data.get("ref_max_score")
+    if lo is None or hi is None:
+        raise ValueError(f"cell {cell['cell']}: no reference scores in its record")
+    returns = np.asarray(cell["eval"][0]["returns_per_seed"], np.float64)
+    return 100.0 * (returns - lo) / (hi - lo)
+
+
+def masked_table(memory_dir: str) -> tuple[list[dict], str]:
+    """Rows (study, variant, env, normalised score [95% CI over seeds]) of every cell in the
+    masked / unmasked (-delayed) folders of `memory_dir`, and their markdown table (variants x
+    study-env columns)."""
+    rows = []
+    for study in ("unmasked", "masked", "unmasked-delayed", "masked-delayed"):
+        folder = os.path.join(memory_dir, study)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".json"):
+                continue
+            with open(os.path.join(folder, name)) as f:
+                cell = json.load(f)
+            variant, env = cell["cell"].rsplit("-", 1)
+            episodes = _normalised_episodes(cell)
+            point, (lo, hi) = stats.interval(episodes[None], "mean",
+                                             f"memory/{study}/{cell['cell']}")
+            rows.append({"study": study, "variant": variant, "env": env, "score": point,
+                         "ci": [lo, hi], "per_seed": episodes.mean(axis=-1).tolist(),
+                         "budget": cell["budget"], "dataset": cell["dataset"]["spec"]})
+    columns = sorted({(r["study"], r["env"]) for r in rows},
+                     key=lambda c: (c[1], ("unmasked", "masked", "unmasked-delayed",
+                                           "masked-delayed").index(c[0])))
+    lines = ["| model | " + " | ".join(f"{env} {study}" for study, env in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for v in (v for v in VARIANTS if any(r["variant"] == v for r in rows)):
+        cells = {(r["study"], r["env"]): r for r in rows if r["variant"] == v}
+        lines.append(f"| {v} | " + " | ".join(
+            f"{cells[c]['score']:.1f} [{cells[c]['ci'][0]:.1f}, {cells[c]['ci'][1]:.1f}]"
+            if c in cells else "not run" for c in columns) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def write_masked_report(memory_dir: str) -> str:
+    """masked_report.md in `memory_dir`: the normalised-score table with its budget."""
+    rows, table = masked_table(memory_dir)
+    if not rows:
+        return "no masked-study cells yet"
+    budgets = sorted({(r["variant"], r["budget"]["steps"], r["budget"]["batch_size"],
+                       r["budget"]["context_len"], r["budget"]["transitions_seen"])
+                      for r in rows})
+    text = ("# Velocity-masked MuJoCo (positions only) against the same data unmasked\n\n"
+            "D4RL-normalised score (first target) over 5 seeds with 95% bootstrap intervals "
+            "over seeds; each seed's score is its evaluation episodes' mean.\n\n" + table
+            + "\n## Budget\n\n| model | steps | batch | K | transitions seen |\n"
+            "|---|---|---|---|---|\n"
+            + "".join(f"| {v} | {st} | {b} | {k} | {t:,} |\n" for v, st, b, k, t in budgets))
+    with open(os.path.join(memory_dir, "masked_report.md"), "w") as f:
+        f.write(text)
+    return text
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("study", choices=("tmaze", "masked", "time", "report"))
@@ -225,6 +302,8 @@ def main(argv=None):
     p.add_argument("--envs", nargs="+", choices=sorted(MASKED_DATASETS),
                    default=sorted(MASKED_DATASETS))
     p.add_argument("--delayed", action="store_true", help="masked: delayed rewards")
+    p.add_argument("--unmasked", action="store_true",
+                   help="masked: the same cells on the same data without the mask (control)")
     p.add_argument("--steps", type=int, help="override the budget's steps (time: default 20)")
     p.add_argument("--episodes", type=int, default=1, help="evaluation episodes with --steps")
     p.add_argument("--results", default="results")
@@ -244,7 +323,9 @@ def main(argv=None):
         return rows
     if args.study == "report":
         study_dir = os.path.join(args.results, "memory", f"{args.kind}-{args.quality}")
-        print(write_report(study_dir))
+        if os.path.isdir(study_dir):
+            print(write_report(study_dir))
+        print(write_masked_report(os.path.join(args.results, "memory")))
         return []
     cells = tmaze_cells(args) if args.study == "tmaze" else masked_cells(args)
     return [run_cell(study, cell, config, args) for study, cell, config in cells]

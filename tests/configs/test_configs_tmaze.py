@@ -30,6 +30,9 @@ def test_tmaze_preset_points_at_generated_data(module):
         assert c.model.context_len == 33
     ds = load_dataset(c.dataset)
     assert ds.episode_lengths.max() == c.eval.max_episode_steps
+    long = module.get_config("tmaze-passive-L1500-mixed")  # an episode longer than 1000 steps
+    if "max_ep_len" in long.model:  # DT, Decision Mamba: timesteps of the whole episode
+        assert long.model.max_ep_len == long.eval.max_episode_steps == 1503  # L + 3
     with pytest.raises(Exception, match="tmaze:passive-L100-mixed"):
         base.get_base_config("tmaze-passive-L0-mixed")
 
@@ -104,3 +107,43 @@ def test_memory_report_tables_success_with_seed_level_intervals(tmp_path):
     text = memory.write_report(str(study))
     assert "| dt-K20-L10 | 2 | 4 | 20 | 160 | 2 |" in text
     assert (study / "success_vs_length.png").stat().st_size > 0
+
+
+def test_masked_cells_and_their_unmasked_control():
+    memory = _memory()
+    args = memory.argparse.Namespace(envs=["hopper"], models=list(memory.VARIANTS),
+                                     delayed=False, unmasked=False)
+    cells = {(study, cell): c for study, cell, c in memory.masked_cells(args)}
+    assert set(cells) == {("masked", f"{v}-hopper") for v in ("s4dm", "dt-K20", "mamba-window",
+                                                               "bc")}
+    assert cells[("masked", "s4dm-hopper")].dataset == "masked:s4dm/hopper/medium-v0"
+    args.unmasked, args.delayed = True, True
+    control = {(study, cell): c for study, cell, c in memory.masked_cells(args)}
+    c = control[("unmasked-delayed", "dt-K20-hopper")]
+    assert c.dataset == "s4dm/hopper/medium-v0" and c.delayed_reward and c.num_steps == 1000
+
+
+def test_masked_report_normalises_episodes_and_resamples_seeds(tmp_path):
+    memory = _memory()
+    refs = {"spec": "masked:x", "ref_min_score": 10.0, "ref_max_score": 110.0}
+    for study, returns in (("masked", [[60.0, 60.0]] * 5),
+                           ("unmasked", [[10.0, 110.0], [110.0, 110.0], [10.0, 10.0],
+                                         [60.0, 60.0], [60.0, 60.0]])):
+        (tmp_path / study).mkdir()
+        record = {"cell": "s4dm-hopper", "dataset": refs,
+                  "eval": [{"target_return": 3600.0, "returns_per_seed": returns}],
+                  "budget": {"steps": 2, "batch_size": 4, "context_len": 1000,
+                             "transitions_seen": 8000}}
+        (tmp_path / study / "s4dm-hopper.json").write_text(json.dumps(record))
+    rows, table = memory.masked_table(str(tmp_path))
+    by = {r["study"]: r for r in rows}
+    assert by["masked"]["score"] == 50.0 and by["masked"]["ci"] == [50.0, 50.0]
+    assert by["unmasked"]["per_seed"] == [50.0, 100.0, 0.0, 50.0, 50.0]
+    assert by["unmasked"]["ci"][0] < 30.0 and by["unmasked"]["ci"][1] > 70.0
+    assert table.splitlines()[0] == "| model | hopper unmasked | hopper masked |"
+    assert "| s4dm | 50.0 [" in table
+    assert "| s4dm | 2 | 4 | 1000 | 8,000 |" in memory.write_masked_report(str(tmp_path))
+    del record["dataset"]
+    (tmp_path / "masked" / "s4dm-hopper.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="no reference scores"):
+        memory.masked_table(str(tmp_path))

@@ -70,7 +70,9 @@ def test_command_line_errors_have_no_traceback(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == "error: --steps must be an integer >= 1, got -5"
     done = run(python_module("s4dm_jax.data.collect", "--env", "hopper", "--dataset", "medium",
-                             "--policy", str(tmp_path / "missing")), cwd=str(tmp_path))
+                             "--policy", str(tmp_path / "missing"), "--root",
+                             str(tmp_path / "store")),  # not the user's store: may hold the id
+               cwd=str(tmp_path))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: --policy {tmp_path / 'missing'} does not exist")
 

@@ -351,8 +351,8 @@ def _train_and_evaluate(config, workdir: str, held: contextlib.ExitStack, *,
         try:
             one_seed = jax.tree_util.tree_map(lambda x: x[0], state["params"])
             settings = EvalSettings.from_config(config, dataset.env_id, sampler.state_mean,
-                                                sampler.state_std)  # the GIF: env seed config.seed
-            render_episode(model, one_seed, gif, dataclasses.replace(settings, seed=config.seed))
+                                                sampler.state_std)
+            render_episode(model, one_seed, gif, settings)  # = seed 0's first evaluated episode
         except Exception as e:  # rendering needs a GL backend; the results stand without it
             print(f"warning: could not render eval.gif ({type(e).__name__}: {e}); "
                   "set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU) to enable rendering")

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -122,6 +123,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str) -> Resto
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
     skipped = []
     for step in sorted(manager.all_steps(), reverse=True):
+        _check_param_names(step, state, workdir)
         try:
             restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax/tensorstore raise many types for damaged files
@@ -140,6 +142,37 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str) -> Resto
             f"{'; '.join(skipped)}. Start again with a new --workdir (or delete "
             f"{checkpoint_dir(workdir)}); the damaged checkpoints were kept for inspection.")
     return Restored(state, 0, 0.0, [])
+
+
+def _param_names(tree, prefix: str = "") -> set[str]:
+    """Dotted names of the leaves of a nested-mapping parameter tree."""
+    if not isinstance(tree, Mapping):
+        return {prefix}
+    return set().union(*(_param_names(v, f"{prefix}.{k}" if prefix else str(k))
+                         for k, v in tree.items()))
+
+
+def _check_param_names(step: int, state, workdir: str) -> None:
+    """Refuse (without moving it) a readable checkpoint whose parameters have other names than
+    the model's: it was written by another parameter layout (e.g. an S4 layer's `Lambda_re`
+    before 2026-12-04), it is not damaged. Unreadable metadata is left to the restore."""
+    try:  # (the manager's item_metadata needs a registered handler: read the step's own)
+        meta = ocp.StandardCheckpointer().metadata(
+            os.path.join(checkpoint_dir(workdir), str(step), "default"))
+        saved = getattr(getattr(meta, "item_metadata", meta), "tree", meta)["params"]
+    except Exception:  # damaged or unexpected metadata: restore_latest's fallback handles it
+        return
+    on_disk, wanted = _param_names(saved), _param_names(state["params"])
+    if on_disk != wanted:
+        def some(names):
+            names = sorted(names)
+            return ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+        raise CheckpointError(
+            f"checkpoint step {step} in {checkpoint_dir(workdir)} holds parameters of another "
+            f"layout than this model's (only in the checkpoint: {some(on_disk - wanted) or '-'}; "
+            f"only in the model: {some(wanted - on_disk) or '-'}): it was written by another "
+            "version of the code or model. It was left in place; resume it with the version "
+            "that wrote it, or train in a new --workdir.")
 
 
 def load_params(workdir: str):

@@ -246,6 +246,29 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous_intact_one(finis
         np.testing.assert_array_equal(a, b)
 
 
+def test_checkpoint_of_another_parameter_layout_is_named_and_left_in_place(finished):
+    """A readable checkpoint whose parameter names differ (e.g. an S4 layer's `Lambda_re`
+    before 2026-12-04) is not damaged: the error names the leaves, nothing is moved."""
+    from s4dm_jax.train.trainer import build, init_run_state
+
+    workdir, _, _ = finished
+    config = tiny_config("bc")
+    _, _, model = build(config)
+    state = init_run_state(config, model)
+    params = state["params"]["params"]
+    layer = sorted(params)[0]
+    params[layer] = {("renamed_" + k if k == "kernel" else k): v
+                     for k, v in params[layer].items()}
+    manager = checkpoint.open_manager(workdir, 3)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=rf"step 4 .*\(only in the checkpoint: params\.{layer}\.kernel; "
+                             rf"only in the model: params\.{layer}\.renamed_kernel\).* left in"):
+        checkpoint.restore_latest(manager, state, workdir)
+    manager.close()
+    assert not os.path.exists(os.path.join(workdir, "skipped_checkpoints"))
+    assert checkpoint.saved_steps(workdir) == [2, 4]
+
+
 def test_no_restorable_checkpoint_is_an_error_that_keeps_them(finished):
     workdir, _, _ = finished
     for step in (2, 4):

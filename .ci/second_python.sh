@@ -35,6 +35,8 @@ timeout 1500 pytest -q -p no:cacheprovider tests/ssm tests/nn tests/models tests
     tests/train/test_train_runner.py tests/train/test_train_optim.py \
     tests/train/test_train_validation.py tests/train/test_train_cluster.py \
     tests/study/test_study_notebook.py  # the Colab notebook on Python 3.12, as on Colab
+# the device check's dry run (marked slow: the main leg skips it), on the device image's Python
+timeout 1200 pytest -q -p no:cacheprovider -m slow tests/test_device_check.py
 echo "== jax 0.11.2 (the accelerator image's release): deadlock reproducer and main job"
 pip install -q "jax==0.11.2" "jaxlib==0.11.2"
 timeout 900 pytest -q -p no:cacheprovider tests/test_jax_compat.py

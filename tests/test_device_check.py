@@ -44,6 +44,9 @@ def dry_run(tmp_path_factory):
     return out, data
 
 
+# the dry run takes 2-4 minutes of a 2-core CPU: CI runs it in its Python 3.12 leg (the device
+# image's Python), beside the main leg, with -m slow
+@pytest.mark.slow
 def test_every_part_of_the_dry_run_records_ok(dry_run):
     _, data = dry_run
     names = [part.name for part in _module().part_table()]
@@ -58,6 +61,7 @@ def test_every_part_of_the_dry_run_records_ok(dry_run):
         assert 0 < entry["wall_s"] <= entry["timeout_s"] + 30
 
 
+@pytest.mark.slow
 def test_dry_run_numbers(dry_run):
     out, data = dry_run
     parts = data["parts"]

@@ -256,6 +256,7 @@ def masked_table(memory_dir: str) -> tuple[list[dict], str]:
             point, (lo, hi) = stats.interval(episodes[None], "mean",
                                              f"memory/{study}/{cell['cell']}")
             rows.append({"study": study, "variant": variant, "env": env, "score": point,
+                         "target": cell["eval"][0]["target_return"],
                          "ci": [lo, hi], "per_seed": episodes.mean(axis=-1).tolist(),
                          "budget": cell["budget"], "dataset": cell["dataset"]["spec"]})
     columns = sorted({(r["study"], r["env"]) for r in rows},
@@ -279,8 +280,11 @@ def write_masked_report(memory_dir: str) -> str:
     budgets = sorted({(r["variant"], r["budget"]["steps"], r["budget"]["batch_size"],
                        r["budget"]["context_len"], r["budget"]["transitions_seen"])
                       for r in rows})
+    targets = ", ".join(f"{env} {t:g}" for env, t in sorted({(r["env"], r["target"])
+                                                               for r in rows}))
     text = ("# Velocity-masked MuJoCo (positions only) against the same data unmasked\n\n"
-            "D4RL-normalised score (first target) over 5 seeds with 95% bootstrap intervals "
+            f"D4RL-normalised score at target return {targets} over 5 seeds with 95% "
+            "bootstrap intervals "
             "over seeds; each seed's score is its evaluation episodes' mean.\n\n" + table
             + "\n## Budget\n\n| model | steps | batch | K | transitions seen |\n"
             "|---|---|---|---|---|\n"

@@ -142,7 +142,8 @@ def test_masked_report_normalises_episodes_and_resamples_seeds(tmp_path):
     assert by["unmasked"]["ci"][0] < 30.0 and by["unmasked"]["ci"][1] > 70.0
     assert table.splitlines()[0] == "| model | hopper unmasked | hopper masked |"
     assert "| s4dm | 50.0 [" in table
-    assert "| s4dm | 2 | 4 | 1000 | 8,000 |" in memory.write_masked_report(str(tmp_path))
+    text = memory.write_masked_report(str(tmp_path))
+    assert "| s4dm | 2 | 4 | 1000 | 8,000 |" in text and "at target return hopper 3600 " in text
     del record["dataset"]
     (tmp_path / "masked" / "s4dm-hopper.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="no reference scores"):

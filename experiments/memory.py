@@ -57,6 +57,7 @@ EPISODE_CONTEXT_MAX_L = {"mamba-recurrent": 30, "dt-Kepisode": 30}  # --all-leng
 MASKED_DATASETS = {"hopper": "masked:s4dm/hopper/medium-v0",
                    "walker2d": "masked:s4dm/walker2d/medium-v0"}
 MASKED_BUDGET = {"num_steps": 1000, "eval.episodes": 10}  # the grid's quick budget
+MASKED_STUDIES = ("unmasked", "masked", "unmasked-delayed", "masked-delayed")  # report order
 
 
 def _get(config, dotted):
@@ -157,17 +158,21 @@ def masked_cells(args):
                    cell_config(variant, spec, 1000, fields))
 
 
+def _cell_records(folder: str):
+    """The cell records (results/memory/<study>/<cell>.json) of one study folder, by name."""
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                yield json.load(f)
+
+
 def success_table(study_dir: str) -> tuple[list[dict], str]:
     """Rows (variant, L, success rate [95% CI over seeds], per-seed rates, budget) of every cell
     JSON in `study_dir`, and their markdown table (variants x L). T-Maze returns are 1 on
     success and 0 otherwise, so a seed's mean return over its episodes is its success rate; the
     interval resamples seeds (s4dm_jax.study.stats, one generator per cell)."""
     rows = []
-    for name in sorted(os.listdir(study_dir)):
-        if not name.endswith(".json"):
-            continue
-        with open(os.path.join(study_dir, name)) as f:
-            cell = json.load(f)
+    for cell in _cell_records(study_dir):
         variant, length = cell["cell"].rsplit("-L", 1)
         episodes = np.asarray(cell["eval"][0]["returns_per_seed"], np.float64)  # [S, E]
         key = f"memory/{os.path.basename(study_dir)}/{cell['cell']}"
@@ -242,15 +247,9 @@ def masked_table(memory_dir: str) -> tuple[list[dict], str]:
     masked / unmasked (-delayed) folders of `memory_dir`, and their markdown table (variants x
     study-env columns)."""
     rows = []
-    for study in ("unmasked", "masked", "unmasked-delayed", "masked-delayed"):
+    for study in MASKED_STUDIES:
         folder = os.path.join(memory_dir, study)
-        if not os.path.isdir(folder):
-            continue
-        for name in sorted(os.listdir(folder)):
-            if not name.endswith(".json"):
-                continue
-            with open(os.path.join(folder, name)) as f:
-                cell = json.load(f)
+        for cell in _cell_records(folder) if os.path.isdir(folder) else ():
             variant, env = cell["cell"].rsplit("-", 1)
             episodes = _normalised_episodes(cell)
             point, (lo, hi) = stats.interval(episodes[None], "mean",
@@ -260,8 +259,7 @@ def masked_table(memory_dir: str) -> tuple[list[dict], str]:
                          "ci": [lo, hi], "per_seed": episodes.mean(axis=-1).tolist(),
                          "budget": cell["budget"], "dataset": cell["dataset"]["spec"]})
     columns = sorted({(r["study"], r["env"]) for r in rows},
-                     key=lambda c: (c[1], ("unmasked", "masked", "unmasked-delayed",
-                                           "masked-delayed").index(c[0])))
+                     key=lambda c: (c[1], MASKED_STUDIES.index(c[0])))
     lines = ["| model | " + " | ".join(f"{env} {study}" for study, env in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for v in (v for v in VARIANTS if any(r["variant"] == v for r in rows)):

@@ -271,7 +271,8 @@ def masked_table(memory_dir: str) -> tuple[list[dict], str]:
 
 
 def write_masked_report(memory_dir: str) -> str:
-    """masked_report.md in `memory_dir`: the normalised-score table with its budget."""
+    """masked_report.md (the normalised-score table with its budget) and masked_scores.png in
+    `memory_dir`."""
     rows, table = masked_table(memory_dir)
     if not rows:
         return "no masked-study cells yet"
@@ -289,7 +290,37 @@ def write_masked_report(memory_dir: str) -> str:
             + "".join(f"| {v} | {st} | {b} | {k} | {t:,} |\n" for v, st, b, k, t in budgets))
     with open(os.path.join(memory_dir, "masked_report.md"), "w") as f:
         f.write(text)
+    _plot_masked(rows, os.path.join(memory_dir, "masked_scores.png"))
     return text
+
+
+def _plot_masked(rows: list[dict], path: str) -> None:
+    """One panel per env: each model's normalised score per study (bars) with its interval."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env"] for r in rows})
+    studies = [s for s in MASKED_STUDIES if any(r["study"] == s for r in rows)]
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    width = 0.8 / len(studies)
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for i, study in enumerate(studies):
+            cells = {r["variant"]: r for r in rows if r["env"] == env and r["study"] == study}
+            xs = [j + (i - (len(studies) - 1) / 2) * width
+                  for j, v in enumerate(variants) if v in cells]
+            mine = [cells[v] for v in variants if v in cells]
+            ax.bar(xs, [r["score"] for r in mine], width, label=study,
+                   yerr=[[r["score"] - r["ci"][0] for r in mine],
+                         [r["ci"][1] - r["score"] for r in mine]], capsize=3)
+        ax.set_xticks(range(len(variants)), variants, fontsize=8)
+        ax.set_title(f"{env}-medium")
+        ax.set_ylabel("normalised score (95% CI over seeds)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None):

@@ -144,6 +144,7 @@ def test_masked_report_normalises_episodes_and_resamples_seeds(tmp_path):
     assert "| s4dm | 50.0 [" in table
     text = memory.write_masked_report(str(tmp_path))
     assert "| s4dm | 2 | 4 | 1000 | 8,000 |" in text and "at target return hopper 3600 " in text
+    assert (tmp_path / "masked_scores.png").stat().st_size > 1000
     del record["dataset"]
     (tmp_path / "masked" / "s4dm-hopper.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="no reference scores"):

@@ -33,10 +33,13 @@ from s4dm_jax.train import trainer
 MODELS = ("s4dm", "dt", "mamba", "bc")
 
 
-def preset_config(model: str, preset: str):
-    """The model's preset config on the embedded dataset (hopper shapes)."""
+def preset_config(model: str, preset: str, compute_dtype: str | None = None):
+    """The model's preset config on the embedded dataset (hopper shapes); `compute_dtype`
+    ("float32" / "bfloat16") replaces the preset's if given."""
     config = importlib.import_module(f"s4dm_jax.configs.{model}").get_config(preset)
     config.dataset = "embedded"
+    if compute_dtype is not None:
+        config.model.compute_dtype = compute_dtype
     return config
 
 
@@ -50,13 +53,15 @@ def tokens_per_step(model) -> int:
 class Case:
     """One (model, seeds) configuration: its compiled chunk, state and data."""
 
-    def __init__(self, name: str, preset: str, seeds: int, steps: int):
-        config = preset_config(name, preset)
+    def __init__(self, name: str, preset: str, seeds: int, steps: int,
+                 compute_dtype: str | None = None):
+        config = preset_config(name, preset, compute_dtype)
         _, sampler, model = trainer.build(config)
         make_opt, self.num_params = trainer.build_optimizer(config, model)
         optimizer = make_opt()
         mesh = trainer.make_mesh(1, jax.devices()[:1])
         self.name, self.seeds, self.steps = name, seeds, steps
+        self.dtype = str(model.compute_dtype)  # what the compiled model really computes in
         self.batch, self.context = int(config.batch_size), int(model.context_len)
         self.tokens = self.batch * self.context * tokens_per_step(model) * seeds
         self.state = trainer.init_state(model, optimizer, trainer.seed_keys(0, seeds))
@@ -80,7 +85,7 @@ class Case:
 
     def row(self, dt_step: float) -> dict:
         best = min(self.times)
-        return {"model": self.name, "seeds": self.seeds, "batch": self.batch,
+        return {"model": self.name, "seeds": self.seeds, "dtype": self.dtype, "batch": self.batch,
                 "context": self.context, "params": self.num_params,
                 "compile_s": self.compile_s, "temp_mb": self.temp_mb,
                 "s_per_step": best, "s_per_step_median": statistics.median(self.times),
@@ -92,7 +97,7 @@ def run(args) -> list[dict]:
     cases = []
     for seeds in args.seeds:
         for name in args.models:
-            case = Case(name, args.preset, seeds, args.steps)
+            case = Case(name, args.preset, seeds, args.steps, args.compute_dtype)
             print(f"  compiled {name} x{seeds} seeds in {case.compile_s:.1f} s", flush=True)
             cases.append(case)
     for r in range(args.rounds):  # round-robin: every configuration sees the same conditions
@@ -114,12 +119,12 @@ def run(args) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | seeds | batch x context | params | compile s | XLA temp MB | s/step (min) "
+    head = ("| model | seeds | dtype | batch x context | params | compile s | XLA temp MB | s/step (min) "
             "| s/step (median) | seed-steps/s | tokens/s | vs DT | vs 1 seed |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['seeds']} | {r['batch']} x {r['context']} | {r['params']:,} "
+            f"| {r['model']} | {r['seeds']} | {r['dtype']} | {r['batch']} x {r['context']} | {r['params']:,} "
             f"| {r['compile_s']:.1f} | {r['temp_mb']:.0f} | {r['s_per_step']:.3f} "
             f"| {r['s_per_step_median']:.3f} | {r['seed_steps_per_s']:.2f} "
             f"| {r['tokens_per_s']:,.0f} | {r['vs_dt']:.2f} | {r['vs_one_seed']:.2f} |")
@@ -134,11 +139,15 @@ def main(argv=None):
     p.add_argument("--preset", default="hopper-medium", help="config preset <env>-<dataset>")
     p.add_argument("--steps", type=int, default=3, help="training steps per timed chunk")
     p.add_argument("--rounds", type=int, default=5, help="timed chunks per configuration")
+    p.add_argument("--compute-dtype", choices=("float32", "bfloat16"),
+                   help="the models' compute dtype (default: the preset's, float32); bfloat16 "
+                        "is mixed precision for accelerators")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = p.parse_args(argv)
-    run_and_report(args, run, markdown,
-                   f"preset {args.preset} on the embedded dataset; {args.steps} steps x "
-                   f"{args.rounds} rounds")
+    return run_and_report(args, run, markdown,
+                          f"preset {args.preset} on the embedded dataset; {args.steps} steps x "
+                          f"{args.rounds} rounds; compute dtype "
+                          f"{args.compute_dtype or 'of the preset'}")
 
 
 if __name__ == "__main__":

@@ -204,32 +204,21 @@ def part_versions(ctx: Context) -> dict:
     return out
 
 
-# benchmark_train has no dtype flag: this wraps its preset_config to set the compute dtype
-# (and, in a dry run, tiny model sizes: argv[3], JSON)
+# benchmark_train.py, in a dry run at tiny model sizes (argv[2], JSON; {}: the preset's)
 TRAIN_DRIVER = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import benchmark_train as bt
-dtype, tiny, argv = sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
-if not hasattr(bt, "preset_config"):
-    sys.exit("benchmark_train.preset_config is gone: give benchmark_train a dtype flag")
-base, used = bt.preset_config, []
+tiny, argv = json.loads(sys.argv[2]), sys.argv[3:]
+base = bt.preset_config
 def preset_config(*a, **k):
     config = base(*a, **k)
-    config.model.compute_dtype = dtype
     if tiny:
         config.model.update(tiny)
         config.batch_size, config.episode_start_windows = 8, False
-    used.append(str(config.model.compute_dtype))
     return config
 bt.preset_config = preset_config
 bt.main(argv)
-path = argv[argv.index("--json") + 1]
-with open(path) as fh:
-    data = json.load(fh)
-data["meta"]["compute_dtypes_used"] = used  # what the benchmarked configs really had
-with open(path, "w") as fh:
-    json.dump(data, fh, indent=2)
 """
 # dry run: model sizes that compile in seconds on a CPU (DEFAULTS keys of each model)
 # (S4DM's K-step windows need its window inference: its recurrent one trains whole episodes)
@@ -246,16 +235,16 @@ def part_train(ctx: Context, dtype: str, model: str) -> dict:
     sizes = (["--preset", "embedded", "--seeds", "1", "--steps", "2", "--rounds", "1"]
              if ctx.dry else ["--seeds", "1", "5", "--steps", "20", "--rounds", "2"])
     tiny = json.dumps(DRY_MODEL[model] if ctx.dry else {})
-    rc = ctx.run([PY, "-c", TRAIN_DRIVER, EXP, dtype, tiny, "--models", model, *sizes,
-                  "--json", path])
+    rc = ctx.run([PY, "-c", TRAIN_DRIVER, EXP, tiny, "--models", model, *sizes,
+                  "--compute-dtype", dtype, "--json", path])
     data = load_json(path)
     if rc != 0 or not data:
         return {"status": "failed", "script_rc": rc, "dtype": dtype}
-    if data["meta"].get("compute_dtypes_used", [dtype]) != [dtype] * len(data["rows"]):
-        return {"status": "failed", "dtype": dtype, "reason": "benchmark_train did not use "
-                f"{dtype}: {data['meta'].get('compute_dtypes_used')}"}
-    rows = [{**r, "dtype": dtype} for r in data["rows"]]
-    return {"dtype": dtype, "model": model, "meta": data["meta"], "rows": rows}
+    used = [r.get("dtype") for r in data["rows"]]  # what the compiled models computed in
+    if used != [dtype] * len(used):
+        return {"status": "failed", "dtype": dtype,
+                "reason": f"benchmark_train did not use {dtype}: {used}"}
+    return {"dtype": dtype, "model": model, "meta": data["meta"], "rows": data["rows"]}
 
 
 OUTCOME = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")

@@ -119,12 +119,13 @@ def run(args) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | seeds | dtype | batch x context | params | compile s | XLA temp MB | s/step (min) "
-            "| s/step (median) | seed-steps/s | tokens/s | vs DT | vs 1 seed |")
+    head = ("| model | seeds | dtype | batch x context | params | compile s | XLA temp MB "
+            "| s/step (min) | s/step (median) | seed-steps/s | tokens/s | vs DT | vs 1 seed |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['seeds']} | {r['dtype']} | {r['batch']} x {r['context']} | {r['params']:,} "
+            f"| {r['model']} | {r['seeds']} | {r['dtype']} | {r['batch']} x {r['context']} "
+            f"| {r['params']:,} "
             f"| {r['compile_s']:.1f} | {r['temp_mb']:.0f} | {r['s_per_step']:.3f} "
             f"| {r['s_per_step_median']:.3f} | {r['seed_steps_per_s']:.2f} "
             f"| {r['tokens_per_s']:,.0f} | {r['vs_dt']:.2f} | {r['vs_one_seed']:.2f} |")

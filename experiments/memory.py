@@ -305,7 +305,7 @@ def _plot_masked(rows: list[dict], path: str) -> None:
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     width = 0.8 / len(studies)
     fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.6), squeeze=False)
-    for ax, env in zip(axes[0], envs):
+    for ax, env in zip(axes[0], envs, strict=True):
         for i, study in enumerate(studies):
             cells = {r["variant"]: r for r in rows if r["env"] == env and r["study"] == study}
             xs = [j + (i - (len(studies) - 1) / 2) * width

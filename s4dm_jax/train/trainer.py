@@ -452,26 +452,25 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
                desc=f"train {config.model.name} x{len(trial_table(config))} trials",
                unit="step", disable=not run.show_progress, dynamic_ncols=True, mininterval=0.5)
     bar.set_postfix_str("compiling the training step...", refresh=True)
-    watchdog = Watchdog(write=tqdm.write)  # a hang must not be silent
-    t0 = time.perf_counter()
-    fn = make_train_chunk(model, optimizer, batch_size=config.batch_size,
-                          context_len=model.context_len, max_steps=max_chunk, mesh=mesh,
-                          episode_start_windows=config.episode_start_windows)
-    try:
-        with watchdog.phase("compilation of the training step"):
-            # compile time is not train time
+    with contextlib.ExitStack() as cleanup:  # undone in reverse order, also on errors
+        cleanup.callback(bar.close)
+        watchdog = Watchdog(write=tqdm.write)  # a hang must not be silent
+        cleanup.callback(watchdog.close)
+        t0 = time.perf_counter()
+        fn = make_train_chunk(model, optimizer, batch_size=config.batch_size,
+                              context_len=model.context_len, max_steps=max_chunk, mesh=mesh,
+                              episode_start_windows=config.episode_start_windows)
+        with watchdog.phase("compilation of the training step"):  # compile time is not train time
             fn = fn.lower(state, arrays, jnp.int32(max_chunk)).compile()
-    except BaseException:
-        watchdog.close()
-        raise
-    compile_s = time.perf_counter() - t0
-    bar.reset(total=total)  # the bar's rate and ETA start after compilation
-    bar.initial = bar.n = bar.last_print_n = step
-    n_next = 1  # the first chunk is one step long: it measures the step time
+        compile_s = time.perf_counter() - t0
+        bar.reset(total=total)  # the bar's rate and ETA start after compilation
+        bar.initial = bar.n = bar.last_print_n = step
+        n_next = 1  # the first chunk is one step long: it measures the step time
 
-    record = HistoryWriter(run.log_dir)
-    stop = StopSignals().install()
-    try:
+        record = HistoryWriter(run.log_dir)
+        cleanup.callback(record.close)
+        stop = StopSignals().install()
+        cleanup.callback(stop.restore)
         while step < total:
             # Chunks end on every log/checkpoint/eval boundary (so records do not depend on the
             # chunk lengths) and last about config.progress_every_s (the bar moves).
@@ -511,11 +510,6 @@ def _train_loop(run: TrainSession, state, start_step: int, train_s: float):
                 checkpoint.save(manager, step, state, train_s)
             if interrupted:
                 raise _interrupted(stop, manager, workdir, step)
-    finally:
-        stop.restore()
-        watchdog.close()
-        record.close()
-        bar.close()
     return state, train_s, compile_s
 
 

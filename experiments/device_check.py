@@ -241,7 +241,7 @@ def part_train(ctx: Context, dtype: str, model: str) -> dict:
     if rc != 0 or not data:
         return {"status": "failed", "script_rc": rc, "dtype": dtype}
     used = [r.get("dtype") for r in data["rows"]]  # what the compiled models computed in
-    if used != [dtype] * len(used):
+    if not used or used != [dtype] * len(used):
         return {"status": "failed", "dtype": dtype,
                 "reason": f"benchmark_train did not use {dtype}: {used}"}
     return {"dtype": dtype, "model": model, "meta": data["meta"], "rows": data["rows"]}

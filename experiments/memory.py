@@ -101,9 +101,10 @@ def budget(config) -> dict:
 
 def run_cell(study: str, cell: str, config, args) -> dict:
     workdir = os.path.join(args.runs, "memory", study, cell)
+    commit = git_commit()  # the code that trains (the tree may change during a long cell)
     results = train_and_evaluate(config, workdir, show_progress=not args.quiet)
     record = {"cell": cell, "config": json.loads(config.to_json()), "budget": budget(config),
-              "wall_times": results.get("wall_times"), "git_commit": git_commit(),
+              "wall_times": results.get("wall_times"), "git_commit": commit,
               "machine": machine_record(),
               "finished_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "dataset": results.get("dataset"),  # spec, env id, reference scores

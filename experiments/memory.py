@@ -312,7 +312,7 @@ def _plot_masked(rows: list[dict], path: str) -> None:
             xs = [j + (i - (len(studies) - 1) / 2) * width
                   for j, v in enumerate(variants) if v in cells]
             mine = [cells[v] for v in variants if v in cells]
-            ax.bar(xs, [r["score"] for r in mine], width, label=study,
+            ax.bar(xs, [r["score"] for r in mine], width, label=study, color=f"C{i}",
                    yerr=[[r["score"] - r["ci"][0] for r in mine],
                          [r["ci"][1] - r["score"] for r in mine]], capsize=3)
         ax.set_xticks(range(len(variants)), variants, fontsize=8)

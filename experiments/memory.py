@@ -318,8 +318,13 @@ def _plot_masked(rows: list[dict], path: str) -> None:
         ax.set_xticks(range(len(variants)), variants, fontsize=8)
         ax.set_title(f"{env}-medium")
         ax.set_ylabel("normalised score (95% CI over seeds)")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    legend = {}  # one entry per study, from a panel where it has bars
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if len(handle.patches):
+                legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

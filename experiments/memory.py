@@ -193,12 +193,17 @@ def success_table(study_dir: str) -> tuple[list[dict], str]:
     return rows, "\n".join(lines) + "\n"
 
 
-def write_report(study_dir: str) -> str:
-    """report.md (the success table, budgets) and success_vs_length.png in `study_dir`."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display), imported only when a report plots."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def write_report(study_dir: str) -> str:
+    """report.md (the success table, budgets) and success_vs_length.png in `study_dir`."""
+    plt = _pyplot()
     rows, table = success_table(study_dir)
     budget_lines = ["| cell | steps | batch | K | transitions seen | train s |",
                     "|---|---|---|---|---|---|"]
@@ -284,8 +289,8 @@ def write_masked_report(memory_dir: str) -> str:
                                                                for r in rows}))
     text = ("# Velocity-masked MuJoCo (positions only) against the same data unmasked\n\n"
             f"D4RL-normalised score at target return {targets} over 5 seeds with 95% "
-            "bootstrap intervals "
-            "over seeds; each seed's score is its evaluation episodes' mean.\n\n" + table
+            "bootstrap intervals over seeds; each seed's score is its evaluation episodes' "
+            "mean.\n\n" + table
             + "\n## Budget\n\n| model | steps | batch | K | transitions seen |\n"
             "|---|---|---|---|---|\n"
             + "".join(f"| {v} | {st} | {b} | {k} | {t:,} |\n" for v, st, b, k, t in budgets))
@@ -297,10 +302,7 @@ def write_masked_report(memory_dir: str) -> str:
 
 def _plot_masked(rows: list[dict], path: str) -> None:
     """One panel per env: each model's normalised score per study (bars) with its interval."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     envs = sorted({r["env"] for r in rows})
     studies = [s for s in MASKED_STUDIES if any(r["study"] == s for r in rows)]
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]

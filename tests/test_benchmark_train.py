@@ -4,13 +4,12 @@ the JSON say which dtype was timed."""
 import importlib.util
 import json
 import os
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _module():
-    sys.path.insert(0, os.path.join(ROOT, "experiments"))  # its `_bench` helper
+def _module(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))  # its `_bench` helper
     spec = importlib.util.spec_from_file_location(
         "benchmark_train", os.path.join(ROOT, "experiments", "benchmark_train.py"))
     module = importlib.util.module_from_spec(spec)
@@ -18,8 +17,8 @@ def _module():
     return module
 
 
-def test_compute_dtype_flag_reaches_the_model_and_the_rows(tmp_path, capsys):
-    bt = _module()
+def test_compute_dtype_flag_reaches_the_model_and_the_rows(tmp_path, capsys, monkeypatch):
+    bt = _module(monkeypatch)
     common = ["--models", "bc", "--preset", "embedded", "--seeds", "1", "--steps", "1",
               "--rounds", "1"]
     default = bt.main(common)
